@@ -97,3 +97,42 @@ def assert_dual_certificate(
     primal = float(C[rows, col4row].sum())
     dual = float(u.sum() + v.sum())
     np.testing.assert_allclose(dual, primal, rtol=0, atol=tol, err_msg="primal != dual")
+
+
+def as_np(x) -> np.ndarray:
+    """NumPy view of a NumPy array, a CPU/CUDA tensor or a Python scalar (float64 for floats)."""
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu()
+            if x.is_floating_point():
+                x = x.double()
+            return x.numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    return np.asarray(x)
+
+
+def assert_dual_certificate_any(
+    C: np.ndarray,
+    row_ind: np.ndarray,
+    col_ind: np.ndarray,
+    u: np.ndarray,
+    v: np.ndarray,
+    tol: float | None = None,
+    maximize: bool = False,
+) -> None:
+    """Dual certificate in the caller's orientation, for n <= m and n > m alike."""
+    C = np.asarray(C, dtype=np.float64)
+    n, m = C.shape
+    assert np.shape(u) == (n,), f"u shape {np.shape(u)}, expected {(n,)}"
+    assert np.shape(v) == (m,), f"v shape {np.shape(v)}, expected {(m,)}"
+    if n <= m:
+        col4row = np.empty(n, dtype=np.int64)
+        col4row[np.asarray(row_ind)] = np.asarray(col_ind)
+        assert_dual_certificate(C, col4row, u, v, tol=tol, maximize=maximize)
+    else:
+        row4col = np.empty(m, dtype=np.int64)
+        row4col[np.asarray(col_ind)] = np.asarray(row_ind)
+        assert_dual_certificate(C.T, row4col, v, u, tol=tol, maximize=maximize)
