@@ -1,0 +1,20 @@
+"""torch.library ops (``torch.ops.fastot.*``), one per kernel, each with a fake kernel.
+
+``OPS`` lists every op with a function returning ``torch.library.opcheck`` samples: a list of
+``(args, kwargs)`` pairs; the function takes an optional ``device`` (default ``"cpu"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .assignment import sample_inputs_linear_sum_assignment, sample_inputs_solve_assignment
+
+__all__ = ["OPS"]
+
+OPS: list[tuple[torch._ops.OpOverload, Callable[..., list[tuple[tuple, dict]]]]] = [
+    (torch.ops.fastot.linear_sum_assignment.default, sample_inputs_linear_sum_assignment),
+    (torch.ops.fastot.solve_assignment.default, sample_inputs_solve_assignment),
+]
