@@ -16,6 +16,7 @@ import fastot
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 F32_EPS = float(np.finfo(np.float32).eps)
+INVALID = "invalid numeric entries"  # scipy's message
 
 shapes = st.tuples(st.integers(0, 12), st.integers(0, 12))
 nonempty_shapes = st.tuples(st.integers(1, 12), st.integers(1, 12))
@@ -140,9 +141,9 @@ def test_nan_raises(C, data):
     j = data.draw(st.integers(0, C.shape[1] - 1))
     C = C.copy()
     C[i, j] = data.draw(st.sampled_from([np.nan, -np.inf]))
-    with pytest.raises(ValueError, match="cost"):
+    with pytest.raises(ValueError, match=INVALID):
         fastot.linear_sum_assignment(C)
-    with pytest.raises(ValueError, match="cost"):
+    with pytest.raises(ValueError, match=INVALID):
         fastot.linear_sum_assignment(torch.from_numpy(C))
 
 
@@ -153,7 +154,7 @@ def test_maximize_pos_inf_raises(C, data):
     j = data.draw(st.integers(0, C.shape[1] - 1))
     C = C.copy()
     C[i, j] = np.inf
-    with pytest.raises(ValueError, match="cost"):
+    with pytest.raises(ValueError, match=INVALID):
         fastot.linear_sum_assignment(C, maximize=True)
 
 
