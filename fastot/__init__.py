@@ -1,0 +1,28 @@
+"""fastot: fast exact optimal-transport couplings for PyTorch.
+
+Public API:
+    linear_sum_assignment(cost, maximize=False) -> (row_ind, col_ind)   scipy's contract, batched, torch ops
+    solve_assignment(cost, maximize=False, *, solve_dtype=None) -> AssignmentOutput   with dual potentials
+    cost_matrix(x, y, *, cost="sqeuclidean") -> (..., n, m)
+    couple(x0, x1, *, method="exact") -> (i, j)   minibatch OT coupling for flow matching
+"""
+
+from __future__ import annotations
+
+from importlib import metadata as _metadata
+
+from . import ops  # noqa: F401  (registers torch.ops.fastot.*)
+from .assignment import linear_sum_assignment, solve_assignment
+from .costs import cost_matrix
+from .coupling import couple
+from .outputs import AssignmentOutput
+
+__all__ = [
+    "AssignmentOutput",
+    "cost_matrix",
+    "couple",
+    "linear_sum_assignment",
+    "solve_assignment",
+]
+
+__version__ = _metadata.version("fastot")

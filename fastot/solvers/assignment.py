@@ -12,7 +12,7 @@ from ..problems import AssignmentProblem
 
 __all__ = ["INFEASIBLE_MESSAGE", "INVALID_MESSAGE", "solve_lsa"]
 
-# scipy.optimize.linear_sum_assignment's messages, kept verbatim for 2-D inputs.
+# scipy.optimize.linear_sum_assignment's messages, verbatim for 2-D inputs.
 INVALID_MESSAGE = "matrix contains invalid numeric entries"
 INFEASIBLE_MESSAGE = "cost matrix is infeasible"
 
@@ -40,10 +40,10 @@ def solve_lsa(problem: AssignmentProblem, *, num_threads: int | None = None) -> 
     batch, n, m, k = p.batch_shape, p.n, p.m, p.k
     if p.is_empty:
         # scipy returns empty index arrays for (0, m) and (n, 0); zero potentials certify value 0.
-        empty = np.empty((*batch, 0), dtype=np.int64)
+        # (With an empty batch k may be positive: the outputs are (0, ..., k), still empty.)
         return AssignmentOutput(
-            row_ind=empty,
-            col_ind=empty.copy(),
+            row_ind=np.empty((*batch, k), dtype=np.int64),
+            col_ind=np.empty((*batch, k), dtype=np.int64),
             u=np.zeros((*batch, n), dtype),
             v=np.zeros((*batch, m), dtype),
             value=np.zeros(batch, dtype),
