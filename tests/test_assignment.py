@@ -435,3 +435,88 @@ def test_solve_assignment_errors(rng):
         fastot.solve_assignment(np.ones(3))
     with pytest.raises(TypeError, match="cost"):
         fastot.solve_assignment(np.ones((2, 2), dtype=complex))
+
+
+# ---------------------------------------------------------------------------------------------------
+# AssignmentOutput extras: plan(), dual_value(), solve_dtype, differentiable value
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (4, 7), (7, 4), (2, 3, 4, 6)])
+@pytest.mark.parametrize("maximize", [False, True])
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+def test_plan_and_dual_value(rng, shape, maximize, lib):
+    C = rng.normal(size=shape)
+    out = fastot.solve_assignment(torch.from_numpy(C) if lib == "torch" else C, maximize=maximize)
+    P = as_np(out.plan())
+    assert P.shape == shape
+    k = min(shape[-2:])
+    np.testing.assert_array_equal(P.sum((-2, -1)), np.full(shape[:-2], k))
+    assert P.max() <= 1 and P.sum(-1).max() <= 1 and P.sum(-2).max() <= 1, "plan is not a partial permutation"
+    value = as_np(out.value)
+    np.testing.assert_allclose((P * C).sum((-2, -1)), value, rtol=0, atol=cost_tol(C))
+    np.testing.assert_allclose(as_np(out.dual_value()), value, rtol=0, atol=cost_tol(C))
+
+
+def test_value_gradient_is_the_plan(torch_gen):
+    C = torch.randn(2, 4, 6, generator=torch_gen, dtype=torch.float64, requires_grad=True)
+    out = fastot.solve_assignment(C)
+    (grad,) = torch.autograd.grad(out.value.sum(), C)
+    torch.testing.assert_close(grad, out.plan().to(grad.dtype), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("solve_dtype", [np.float32, torch.float32])
+@pytest.mark.parametrize("shape", [(12, 12), (8, 13), (13, 8)])
+def test_solve_dtype_float32(rng, solve_dtype, shape):
+    C = rng.uniform(0.1, 10, size=shape)
+    lib_in = torch.from_numpy(C) if isinstance(solve_dtype, torch.dtype) else C
+    out = fastot.solve_assignment(lib_in, solve_dtype=solve_dtype)
+    u, v = as_np(out.u), as_np(out.v)
+    if isinstance(out.u, torch.Tensor):
+        assert out.u.dtype == out.v.dtype == out.value.dtype == torch.float32
+    else:
+        assert out.u.dtype == out.v.dtype == out.value.dtype == np.float32
+    C32 = C.astype(np.float32).astype(np.float64)  # what a float32 solve sees
+    r, c = as_np(out.row_ind), as_np(out.col_ind)
+    tol = cost_tol(C32, eps=F32_EPS)
+    assert_optimal(C32, r, c, tol=tol)
+    assert_dual_certificate_any(C32, r, c, u, v, tol=tol)
+
+
+def test_bad_solve_dtype(rng):
+    with pytest.raises(ValueError, match="solve_dtype"):
+        fastot.solve_assignment(rng.uniform(size=(3, 3)), solve_dtype=np.float16)
+
+
+# ---------------------------------------------------------------------------------------------------
+# unusual memory layouts and extreme values
+
+
+def test_big_endian_and_readonly(rng):
+    C = rng.uniform(size=(6, 8))
+    want = scipy_optimum(C)
+    be = C.astype(">f8")
+    r, c = lsa_np(be)
+    np.testing.assert_allclose(C[r, c].sum(), want, rtol=0, atol=cost_tol(C))
+    ro = C.copy()
+    ro.setflags(write=False)
+    r, c = lsa_np(ro)
+    np.testing.assert_allclose(C[r, c].sum(), want, rtol=0, atol=cost_tol(C))
+
+
+def test_torch_view_with_storage_offset(torch_gen):
+    big = torch.randn(6, 5, 7, generator=torch_gen, dtype=torch.float64)
+    C = big[2:5]  # contiguous, non-zero storage offset
+    r, c = fastot.linear_sum_assignment(C)
+    for b in range(3):
+        assert_optimal(C[b].numpy(), r[b].numpy(), c[b].numpy())
+    r1, c1 = fastot.linear_sum_assignment(big[3, 1:])  # 2-D view with offset, n < m
+    assert_optimal(big[3, 1:].numpy(), r1.numpy(), c1.numpy())
+
+
+@pytest.mark.parametrize("scale", [1e-310, 1e-200, 1e200, 1e300])
+@pytest.mark.parametrize("shape", [(6, 6), (5, 8), (8, 5)])
+def test_extreme_magnitudes(rng, scale, shape):
+    """Subnormal to near-overflow entries (both signs) give scipy's optimum, no spurious errors."""
+    C = rng.uniform(-1, 1, size=shape) * scale
+    r, c = lsa_np(C)
+    assert_optimal(C, r, c)

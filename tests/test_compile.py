@@ -11,6 +11,9 @@ from torch._dynamo.testing import CompileCounterWithBackend
 
 import fastot
 
+# inductor's import path triggers torch's own deprecation warning (not fastot's)
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+
 
 @pytest.fixture(autouse=True)
 def _reset_dynamo():
@@ -169,3 +172,16 @@ def test_cost_matrix_under_compile(torch_gen):
         y = torch.randn(n + 1, 7, generator=torch_gen, dtype=torch.float64)
         torch.testing.assert_close(cf(x, y), fastot.cost_matrix(x, y))
     assert cnt.frame_count == 1
+
+
+def test_couple_non_finite_raises_under_compile(torch_gen):
+    cf = torch.compile(fastot.couple, backend="aot_eager", fullgraph=True, dynamic=True)
+    x0 = torch.randn(5, 3, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(5, 3, generator=torch_gen, dtype=torch.float64)
+    cf(x0, x1)
+    x1[2, 0] = float("nan")
+    with pytest.raises(ValueError):
+        cf(x0, x1)
+    x1[2, 0] = float("inf")
+    with pytest.raises(ValueError):
+        cf(x0, x1)

@@ -149,3 +149,23 @@ def test_unknown_method(torch_gen):
     x0 = torch.randn(4, 2, generator=torch_gen)
     with pytest.raises(ValueError, match="method"):
         fastot.couple(x0, x0.clone(), method="hungarian-ish")
+
+
+@pytest.mark.parametrize(("n0", "n1"), [(5, 9), (9, 5), (1, 4), (4, 1)])
+def test_unequal_batch_sizes(torch_gen, n0, n1):
+    """As documented: k = min(n0, n1) pairs forming an optimal rectangular assignment."""
+    x0 = torch.randn(n0, 3, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(n1, 3, generator=torch_gen, dtype=torch.float64) + 2.0
+    i, j = fastot.couple(x0, x1)
+    k = min(n0, n1)
+    assert i.shape == j.shape == (k,) and i.dtype == j.dtype == torch.int64
+    i, j = i.numpy(), j.numpy()
+    M = sq_cost(x0, x1)
+    np.testing.assert_array_equal(i, np.sort(i))
+    assert len(set(i.tolist())) == len(set(j.tolist())) == k
+    if n0 <= n1:
+        np.testing.assert_array_equal(i, np.arange(n0))
+    else:
+        np.testing.assert_array_equal(np.sort(j), np.arange(n1))
+    ri, ci = scipy_lsa(M)
+    np.testing.assert_allclose(M[i, j].sum(), M[ri, ci].sum(), rtol=0, atol=cost_tol(M, factor=64.0))
