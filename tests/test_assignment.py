@@ -338,6 +338,11 @@ def test_wrong_ndim(C):
         fastot.linear_sum_assignment(C)
 
 
+def test_ragged_list():
+    with pytest.raises(ValueError, match="cost"):
+        fastot.linear_sum_assignment([[1.0, 2.0], [3.0]])
+
+
 @pytest.mark.parametrize(
     "C",
     [
@@ -363,6 +368,10 @@ def test_non_numeric_dtype(C):
 def test_solve_assignment_duals(rng, shape, maximize, lib):
     C = rng.normal(1.0, 2.0, size=shape)
     out = fastot.solve_assignment(torch.from_numpy(C) if lib == "torch" else C, maximize=maximize)
+    kind = torch.Tensor if lib == "torch" else np.ndarray
+    for name in ("row_ind", "col_ind", "u", "v", "value"):
+        assert isinstance(getattr(out, name), kind), (name, type(getattr(out, name)))
+    assert out.maximize == maximize
     r, c, u, v = (as_np(out.row_ind), as_np(out.col_ind), as_np(out.u), as_np(out.v))
     assert r.dtype == c.dtype == np.int64
     assert_optimal(C, r, c, maximize=maximize)
