@@ -235,3 +235,33 @@ def test_couple_rejects_non_finite(n, seed):
     bad[n // 2, 1] = float("inf")
     with pytest.raises(ValueError):
         fastot.couple(x0, bad)
+
+
+# ---------------------------------------------------------------------------------------------------
+# a second, scipy-independent oracle: exhaustive search on tiny problems
+
+
+@st.composite
+def tiny_matrices(draw):
+    n, m = draw(st.tuples(st.integers(1, 6), st.integers(1, 6)))
+    C = draw(hnp.arrays(np.float64, (n, m), elements=st.sampled_from([0.0, 1.0, 2.5, -3.0, 1e6, np.inf])))
+    return C
+
+
+@given(C=tiny_matrices(), maximize=st.booleans())
+@settings(max_examples=80)
+def test_matches_brute_force(C, maximize):
+    from fastot._ref import lsa_brute_force
+
+    if maximize:
+        C = np.where(np.isinf(C), -np.inf, C)
+    try:
+        rb, cb = lsa_brute_force(C, maximize=maximize)
+    except ValueError as e:
+        assert "infeasible" in str(e)
+        with pytest.raises(ValueError, match="infeasible"):
+            fastot.linear_sum_assignment(C, maximize=maximize)
+        return
+    r, c = fastot.linear_sum_assignment(C, maximize=maximize)
+    assert_optimal(C, r, c, maximize=maximize, tol=0.0)
+    np.testing.assert_equal(C[r, c].sum(), C[rb, cb].sum())
