@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from . import ops as _ops  # noqa: F401  (registers torch.ops.fastot.*)
 from .outputs import AssignmentOutput
-from .problems import check_assignment_cost, prepare_assignment, resolve_solve_dtype
+from .problems import TORCH_SOLVE_DTYPES, check_assignment_cost, prepare_assignment, resolve_solve_dtype
 from .solvers.assignment import solve_lsa
 
 __all__ = ["linear_sum_assignment", "solve_assignment"]
-
-_TORCH_OF = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}
 
 
 def linear_sum_assignment(cost: Any, maximize: bool = False) -> tuple[Any, Any]:
@@ -70,7 +67,7 @@ def solve_assignment(cost: Any, maximize: bool = False, *, solve_dtype: Any = No
     """
     if isinstance(cost, torch.Tensor):
         check_assignment_cost(cost)
-        dtype = _TORCH_OF[resolve_solve_dtype(solve_dtype)]
+        dtype = TORCH_SOLVE_DTYPES[resolve_solve_dtype(solve_dtype)]
         row_ind, col_ind, u, v = torch.ops.fastot.solve_assignment(cost, bool(maximize), dtype)
         m = cost.shape[-1]
         # Gathered from the caller's tensor with torch ops (not by the op), so autograd sees it.

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "TORCH_SOLVE_DTYPES",
     "AssignmentProblem",
     "check_assignment_cost",
     "prepare_assignment",
@@ -27,7 +28,8 @@ _SOLVE_DTYPES = {
     torch.float64: np.dtype(np.float64),
     torch.float32: np.dtype(np.float32),
 }
-_TORCH_OF = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}
+# NumPy solve dtype -> the torch dtype of the same name.
+TORCH_SOLVE_DTYPES = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}
 
 _SHAPE_MSG = "cost must have shape (..., n, m) (a matrix or a batch of matrices)"
 
@@ -199,14 +201,18 @@ def _prepare_numpy(arr: np.ndarray, maximize: bool, dtype: np.dtype) -> Assignme
 def _prepare_torch(cost: torch.Tensor, maximize: bool, dtype: np.dtype) -> AssignmentProblem:
     # Conversion runs on the tensor's own device; a non-CPU tensor then makes one copy to host.
     t = cost.detach()
-    tdtype = _TORCH_OF[dtype]
+    tdtype = TORCH_SOLVE_DTYPES[dtype]
     shape = tuple(t.shape)
     n, m = shape[-2:]
     transposed = n > m
     if t.numel() == 0:
         return _empty_problem(shape, transposed, maximize, dtype)
-    if t.device.type == "cpu" and not transposed and not maximize and t.dtype == tdtype and t.is_contiguous():
-        return _problem(t.resolve_conj().resolve_neg().numpy(), shape, False, False)
+    if not transposed and not maximize and t.dtype == tdtype:
+        # Only a layout change at most: none for a contiguous CPU tensor, one copy otherwise.
+        t = t.resolve_neg()
+        on_cpu = t.device.type == "cpu"
+        host = t.contiguous() if on_cpu else t.to("cpu", memory_format=torch.contiguous_format)
+        return _problem(host.numpy(), shape, False, False)
     view = t.mT if transposed else t
     buf = torch.empty(view.shape, dtype=tdtype, device=t.device)
     if maximize:
