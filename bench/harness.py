@@ -175,7 +175,7 @@ class Provider:
     impl: str = ""
     post: Callable[[Any], Any] = lambda raw: raw
     unavailable: str | None = None
-    extrapolate: bool = True  # may be skipped when its estimated call time exceeds the budget
+    budget_scale: float = 1.0  # skipped when its estimated call time exceeds budget_scale * budget
 
 
 @dataclass
@@ -319,9 +319,7 @@ def run_case(
     inputs = case.make(False)
     runners = []
     for p in small_passed:
-        why = None
-        if p.extrapolate:
-            why = history.why_skip(case.series, p.name, case.size, config.call_budget_s)
+        why = history.why_skip(case.series, p.name, case.size, p.budget_scale * config.call_budget_s)
         if why:
             mark(p, SKIPPED, why)
             history.mark_skipped(case.series, p.name, case.size)
@@ -479,7 +477,7 @@ def plot_results(rows: list[dict[str, Any]], path: Path, baseline: str, title: s
         return None
     ratio_key = "ratio_vs_" + baseline
     width = 0.8 / max(1, len(providers))
-    fig, axes = plt.subplots(2, 1, figsize=(max(8.0, 0.9 * len(cases) + 3), 8), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(min(24.0, max(8.0, 0.75 * len(cases) + 3)), 8), sharex=True)
     x = np.arange(len(cases))
     for k, prov in enumerate(providers):
         by_case = {r["case"]: r for r in ok if r["provider"] == prov}
@@ -490,11 +488,12 @@ def plot_results(rows: list[dict[str, Any]], path: Path, baseline: str, title: s
         med = np.array([by_case[cases[i]]["median_ms"] for i in xs])
         lo = med - np.array([by_case[cases[i]]["q1_ms"] for i in xs])
         hi = np.array([by_case[cases[i]]["q3_ms"] for i in xs]) - med
-        axes[0].bar(pos, med, width, yerr=[lo, hi], label=prov, capsize=2)
+        color = f"C{k % 10}"  # same colour for a provider in both panels
+        axes[0].bar(pos, med, width, yerr=[lo, hi], label=prov, capsize=2, color=color)
         rs = [(p, by_case[cases[i]].get(ratio_key)) for p, i in zip(pos, xs, strict=True)]
         rs = [(p, v) for p, v in rs if v is not None]
         if rs and prov != baseline:
-            axes[1].bar([p for p, _ in rs], [v for _, v in rs], width, label=prov)
+            axes[1].bar([p for p, _ in rs], [v for _, v in rs], width, label=prov, color=color)
     axes[0].set_yscale("log")
     axes[0].set_ylabel("median time [ms] (bars: IQR)")
     axes[0].set_title(title, fontsize=9)
