@@ -19,6 +19,10 @@
 #include <limits>
 #include <vector>
 
+#ifndef FASTOT_ISA
+#define FASTOT_ISA generic
+#endif
+
 #ifndef FASTOT_ARR_BUDGET
 #define FASTOT_ARR_BUDGET 2
 #endif
@@ -26,6 +30,9 @@
 #define FASTOT_ARR_PASSES 2
 #endif
 namespace fastot {
+// This file is compiled once per instruction set (CMakeLists.txt); each copy
+// lives in its own namespace and lsa_dispatch.cpp picks one at run time.
+namespace FASTOT_ISA {
 namespace {
 
 template <typename T>
@@ -87,7 +94,8 @@ class JonkerVolgenant {
     C_ = C;
     n_ = n;
     m_ = m;
-    if (has_invalid_entries(C, n * m)) return Status::invalid;
+    // Square problems validate inside column reduction's pass over C.
+    if (n != m && has_invalid_entries(C, n * m)) return Status::invalid;
     col4row_.assign(n, -1);
     row4col_.assign(m, -1);
     v_.assign(m, T(0));
@@ -95,7 +103,7 @@ class JonkerVolgenant {
 
     Status st = Status::ok;
     if (n == m) {
-      column_reduction();
+      if (!column_reduction()) return Status::invalid;
       // Column reduction fails when rows carry large offsets (a shifted or
       // clustered target): most columns then share a few argmin rows and JV
       // degrades to many long augmenting paths. A handful of cheap
@@ -140,22 +148,27 @@ class JonkerVolgenant {
 
   // Square problems only. v[j] = min_i C[i, j]; each row that is the argmin of
   // exactly one column takes it and transfers its slack to that column.
-  void column_reduction() {
+  // Returns false if C holds NaN or -inf (checked in the same pass).
+  bool column_reduction() {
     std::vector<T>& colmin = dist_;
     std::vector<int32_t>& argrow = pred_;
     colmin.assign(m_, kInf<T>);
     argrow.assign(m_, -1);
+    int64_t bad = 0;
     for (int32_t i = 0; i < n_; ++i) {
-      const T* c = row(i);
-      T* cm = colmin.data();
-      int32_t* ar = argrow.data();
-#pragma omp simd
+      const T* __restrict c = row(i);
+      T* __restrict cm = colmin.data();
+      int32_t* __restrict ar = argrow.data();
+#pragma omp simd reduction(+ : bad)
       for (int64_t j = 0; j < m_; ++j) {
-        const bool lt = c[j] < cm[j];
-        cm[j] = lt ? c[j] : cm[j];
+        const T x = c[j];
+        bad += !(x > -kInf<T>);
+        const bool lt = x < cm[j];
+        cm[j] = lt ? x : cm[j];
         ar[j] = lt ? i : ar[j];
       }
     }
+    if (bad != 0) return false;
     std::vector<int32_t> matches(n_, 0);
     for (int64_t j = m_ - 1; j >= 0; --j) {
       v_[j] = std::isfinite(colmin[j]) ? colmin[j] : T(0);
@@ -179,6 +192,7 @@ class JonkerVolgenant {
         if (mu < kInf<T>) v_[j1] = c[j1] - mu;
       }
     }
+    return true;
   }
 
   // Square problems. A few log-domain Sinkhorn sweeps with a decreasing
@@ -265,6 +279,34 @@ class JonkerVolgenant {
     }
   }
 
+  // min over j in [lo, hi) of C[i, j] - v[j].
+  T min_reduced(const T* __restrict c, int64_t lo, int64_t hi) const {
+    const T* __restrict v = v_.data();
+    T mn = kInf<T>;
+#pragma omp simd reduction(min : mn)
+    for (int64_t j = lo; j < hi; ++j) {
+      const T x = c[j] - v[j];
+      mn = x < mn ? x : mn;
+    }
+    return mn;
+  }
+
+  // First column j != skip with C[i, j] - v[j] == value (value must occur).
+  int32_t first_reduced_equal(const T* __restrict c, T value, int32_t skip) const {
+    constexpr int64_t kChunk = 16;
+    const T* __restrict v = v_.data();
+    for (int64_t j0 = 0; j0 < m_; j0 += kChunk) {
+      const int64_t j1 = std::min<int64_t>(j0 + kChunk, m_);
+      int hit = 0;
+#pragma omp simd reduction(| : hit)
+      for (int64_t j = j0; j < j1; ++j) hit |= (c[j] - v[j]) == value;
+      if (!hit) continue;
+      for (int64_t j = j0; j < j1; ++j)
+        if ((c[j] - v[j]) == value && j != skip) return static_cast<int32_t>(j);
+    }
+    return -1;
+  }
+
   // One pass of augmenting row reduction over the free rows (an auction-like
   // step: a row takes its best column and lowers that column's v by the gap to
   // its second best). A displaced row is retried at once only while the gap is
@@ -280,30 +322,20 @@ class JonkerVolgenant {
       ++arr_rows_;
 #endif
       const T* c = row(i);
-      T u1 = kInf<T>, u2 = kInf<T>;
-      int32_t j1 = -1, j2 = -1;
-      for (int32_t j = 0; j < m_; ++j) {
-        const T h = c[j] - v_[j];
-        if (h < u2) {
-          if (h < u1) {
-            u2 = u1;
-            j2 = j1;
-            u1 = h;
-            j1 = j;
-          } else {
-            u2 = h;
-            j2 = j;
-          }
-        }
-      }
+      // Best and second-best reduced cost of row i (equal on a tie), in three
+      // vectorised passes; the row stays in L1 after the first.
+      const T u1 = min_reduced(c, 0, m_);
       if (!(u1 < kInf<T>)) return Status::infeasible;  // every entry of row i is +inf
+      int32_t j1 = first_reduced_equal(c, u1, -1);
+      const T u2 = std::min(min_reduced(c, 0, j1), min_reduced(c, j1 + 1, m_));
       int32_t i0 = row4col_[j1];
       const bool strict = u1 < u2;
       if (strict) {
         if (u2 < kInf<T>) v_[j1] -= u2 - u1;
       } else if (i0 >= 0) {
-        j1 = j2;
-        i0 = row4col_[j2];
+        // A tie: take the other column at the same reduced cost instead.
+        j1 = first_reduced_equal(c, u2, j1);
+        i0 = row4col_[j1];
       }
       col4row_[i] = j1;
       row4col_[j1] = i;
@@ -453,4 +485,5 @@ template void lsa_solve_batch<float>(const float*, int64_t, int64_t, int64_t, in
 template void lsa_solve_batch<double>(const double*, int64_t, int64_t, int64_t, int64_t*, double*,
                                       double*, int32_t*, int);
 
+}  // namespace FASTOT_ISA
 }  // namespace fastot
