@@ -11,6 +11,7 @@ on a small instance of each case and on the timed instance, or it is not timed.
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from typing import Any
@@ -326,6 +327,8 @@ def run(config: Config) -> int:
         first = False
         rows += case_rows
 
+    if hasattr(os, "getloadavg"):
+        meta["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     stem = f"assignment_{config.mode}"
     csv_path = harness.write_csv(rows, config.out_dir / f"{stem}.csv", meta)
     title = (

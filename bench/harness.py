@@ -389,6 +389,19 @@ def _git(*args: str) -> str:
         return ""
 
 
+def _extension_mtime() -> str:
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("fastot._C")
+        if spec is None or not spec.origin:
+            return ""
+        mtime = os.path.getmtime(spec.origin)
+    except (ImportError, OSError):
+        return ""
+    return datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).isoformat(timespec="seconds")
+
+
 def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -402,6 +415,8 @@ def machine_info() -> dict[str, Any]:
         info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
     except ImportError:
         pass
+    if hasattr(os, "getloadavg"):  # other work on the machine: read the spread with this in mind
+        info["loadavg_1m_start"] = round(os.getloadavg()[0], 2)
     info["os"] = platform.platform()
     info["python"] = platform.python_version()
     for dist in ("numpy", "scipy", "torch", "pot", "lapx", "matplotlib", "fastot"):
@@ -410,6 +425,7 @@ def machine_info() -> dict[str, Any]:
     if commit and _git("status", "--porcelain", "--", "fastot", "csrc"):
         commit += "+dirty"
     info["fastot_commit"] = commit
+    info["fastot_ext_built"] = _extension_mtime()  # the binary may predate the commit (editable installs)
     info.update(thread_info())
     return info
 
