@@ -1,6 +1,12 @@
 // Exact linear sum assignment: Jonker-Volgenant (1987) with its three
 // initialisation phases (column reduction, reduction transfer, augmenting row
-// reduction) followed by Dijkstra shortest augmenting paths on reduced costs.
+// reduction) followed by Dijkstra shortest augmenting paths on reduced costs,
+// plus an entropic warm start for square costs whose rows carry large offsets
+// (shifted or clustered point clouds), where column reduction alone fails.
+//
+// Exactness never depends on a heuristic: any finite column potentials give a
+// feasible dual after a row reduction, and the Dijkstra phase then reaches the
+// optimum; heuristics only change how much work that takes.
 //
 // Layout choices, all for speed on dense costs:
 //  * Only column potentials v are stored; u[i] = C[i, col4row[i]] - v[col4row[i]].
@@ -19,16 +25,11 @@
 #include <limits>
 #include <vector>
 
+// Build with -DFASTOT_LSA_STATS to print per-phase times and work counts.
 #ifndef FASTOT_ISA
 #define FASTOT_ISA generic
 #endif
 
-#ifndef FASTOT_ARR_BUDGET
-#define FASTOT_ARR_BUDGET 2
-#endif
-#ifndef FASTOT_ARR_PASSES
-#define FASTOT_ARR_PASSES 2
-#endif
 namespace fastot {
 // This file is compiled once per instruction set (CMakeLists.txt); each copy
 // lives in its own namespace and lsa_dispatch.cpp picks one at run time.
@@ -63,25 +64,22 @@ inline float exp_nonpositive(float x) {
   return p * __builtin_bit_cast(float, bits);
 }
 
-// Warm-start schedule, chosen by counting passes over C (bench/README.md):
-// it triggers when column reduction leaves more than half the rows free (41%
-// on 2-D Gaussian clouds, where it would not pay; 60-75% on d >= 64 or shifted
-// clouds, where it cuts the augmenting work 2-20x), then runs kWarmStartSweeps
-// sweeps from eps = kWarmStartEps0 * (typical row spread), shrinking by
-// kWarmStartDecay per sweep.
-#ifndef FASTOT_WS_FRAC
-#define FASTOT_WS_FRAC 0.5
-#endif
-#ifndef FASTOT_WS_ITERS
-#define FASTOT_WS_ITERS 4
-#endif
-#ifndef FASTOT_WS_EPS0
-#define FASTOT_WS_EPS0 0.25
-#endif
-#ifndef FASTOT_WS_DECAY
-#define FASTOT_WS_DECAY 0.3
-#endif
-constexpr double kWarmStartFreeFraction = FASTOT_WS_FRAC;
+// Tuning, chosen by counting passes over C and timing on Gaussian and
+// shifted clouds (n = 64 .. 2048, d = 2 .. 3072):
+//  * the warm start runs when column reduction leaves more than half the
+//    rows free: 41% on 2-D Gaussian clouds, where it does not pay; 55-75% on
+//    d >= 16 or shifted/clustered clouds, where it cuts augmenting work
+//    2-20x. It makes kWarmStartSweeps sweeps from eps = kWarmStartEps0 *
+//    (typical spread of a row), shrinking by kWarmStartDecay per sweep;
+//  * one pass of augmenting row reduction whose immediate retries are capped
+//    at n: more passes or retries cost more row scans than the Dijkstra
+//    phase they save once the duals are good.
+constexpr double kWarmStartFreeFraction = 0.5;
+constexpr int kWarmStartSweeps = 4;
+constexpr double kWarmStartEps0 = 0.25;
+constexpr double kWarmStartDecay = 0.3;
+constexpr int kRowReductionPasses = 1;
+constexpr double kRowReductionRetriesPerRow = 1.0;
 
 template <typename T>
 class JonkerVolgenant {
@@ -120,7 +118,7 @@ class JonkerVolgenant {
       // column reduction would break; start from v = 0 with every row free.
       for (int32_t i = 0; i < n; ++i) free_.push_back(i);
     }
-    for (int pass = 0; pass < FASTOT_ARR_PASSES && st == Status::ok && !free_.empty(); ++pass)
+    for (int pass = 0; pass < kRowReductionPasses && st == Status::ok && !free_.empty(); ++pass)
       st = augmenting_row_reduction();
 #ifdef FASTOT_LSA_STATS
     std::fprintf(stderr, "arr %.2fms ", lap_ms());
@@ -219,7 +217,7 @@ class JonkerVolgenant {
       }
     }
     if (rows_seen == 0 || !(spread > 0.0)) return;
-    float eps = static_cast<float>(FASTOT_WS_EPS0 * spread / rows_seen);
+    float eps = static_cast<float>(kWarmStartEps0 * spread / rows_seen);
     // One sweep per temperature, one pass over C per sweep: row i's update
     //   f_i = softmin_eps_j (C_ij - g_j) = mn_i - eps log s_i,
     //   s_i = sum_j e_ij,  e_ij = exp((mn_i - C_ij + g_j) / eps) <= 1,
@@ -227,7 +225,7 @@ class JonkerVolgenant {
     //   sum_i exp((f_i - C_ij + g_j) / eps) = sum_i e_ij / s_i,
     // which give g_j <- g_j - eps log(colsum_j) (old g as the stabiliser: the
     // terms never overflow; a column whose sum underflows moves <= eps * 69).
-    for (int it = 0; it < FASTOT_WS_ITERS; ++it, eps *= static_cast<float>(FASTOT_WS_DECAY)) {
+    for (int it = 0; it < kWarmStartSweeps; ++it, eps *= static_cast<float>(kWarmStartDecay)) {
       const float inv_eps = 1.0f / eps;
       std::fill(csum.begin(), csum.end(), 0.0f);
       for (int64_t i = 0; i < n_; ++i) {
@@ -315,7 +313,7 @@ class JonkerVolgenant {
   Status augmenting_row_reduction() {
     const int64_t prev = static_cast<int64_t>(free_.size());
     int64_t k = 0, nfree = 0, retries = 0;
-    const int64_t budget = FASTOT_ARR_BUDGET * n_;
+    const int64_t budget = static_cast<int64_t>(kRowReductionRetriesPerRow * n_);
     while (k < prev) {
       const int32_t i = free_[k++];
 #ifdef FASTOT_LSA_STATS
