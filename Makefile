@@ -1,0 +1,41 @@
+# The two quick-start commands (README): `make bench` and `make test`.
+# Each creates .venv if needed, installs what it needs from the package
+# registries, builds the C++ extension, and runs.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+# Dev/CI pins: torch 2.13.0 is the CPU build; triton 3.7.1 matches torch 2.13.
+PINS   := torch==2.13.0 triton==3.7.1
+BUILD_DEPS := scikit-build-core pybind11 cmake ninja
+export OMP_NUM_THREADS ?= 2
+
+.PHONY: test bench bench-full lint clean install
+
+$(VENV)/.installed: pyproject.toml CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install $(PINS) $(BUILD_DEPS)
+	$(PIP) install --no-build-isolation -e ".[test,bench]" ruff
+	touch $@
+
+install: $(VENV)/.installed
+
+# The test suite (what .ci/run calls).
+test: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+# The main job: fastot against scipy, POT and lapx, side by side (~1 minute).
+bench: $(VENV)/.installed
+	$(PY) -m bench --quick
+
+# The full benchmark (~15 minutes on 2 cores).
+bench-full: $(VENV)/.installed
+	$(PY) -m bench
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check fastot tests bench
+	$(VENV)/bin/ruff format --check fastot tests bench
+
+clean:
+	rm -rf build $(VENV) .pytest_cache .hypothesis
