@@ -34,8 +34,8 @@ bench-full: $(VENV)/.installed
 	$(PY) -m bench
 
 lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check fastot tests bench
-	$(VENV)/bin/ruff format --check fastot tests bench
+	$(VENV)/bin/ruff check fastot tests bench examples
+	$(VENV)/bin/ruff format --check fastot tests bench examples
 
 clean:
 	rm -rf build $(VENV) .pytest_cache .hypothesis
