@@ -5,6 +5,7 @@ Public API:
     solve_assignment(cost, maximize=False, *, solve_dtype=None) -> AssignmentOutput   with dual potentials
     cost_matrix(x, y, *, cost="sqeuclidean") -> (..., n, m)
     couple(x0, x1, *, method="exact") -> (i, j)   minibatch OT coupling for flow matching
+    sinkhorn(x, y, a, b, *, cost=..., epsilon, reg_m=None, ...) -> SinkhornOutput   entropic OT
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from . import ops  # noqa: F401  (registers torch.ops.fastot.*)
 from .assignment import linear_sum_assignment, solve_assignment
 from .costs import cost_matrix
 from .coupling import couple
-from .outputs import AssignmentOutput
+from .outputs import AssignmentOutput, SinkhornOutput
+from .sinkhorn import sinkhorn
 
 __all__ = [
     "AssignmentOutput",
+    "SinkhornOutput",
     "cost_matrix",
     "couple",
     "linear_sum_assignment",
+    "sinkhorn",
     "solve_assignment",
 ]
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["AssignmentOutput"]
+__all__ = ["AssignmentOutput", "SinkhornOutput"]
 
 Array = np.ndarray | torch.Tensor
 
@@ -61,3 +61,58 @@ class AssignmentOutput:
             P = np.zeros((*self.u.shape[:-1], n * m), dtype=self.u.dtype)
             np.put_along_axis(P, flat, 1, axis=-1)
         return P.reshape(*self.u.shape[:-1], n, m)
+
+
+@dataclass(frozen=True, eq=False)
+class SinkhornOutput:
+    """Entropic (log-domain Sinkhorn) transport between weighted point sets, for a batch of problems.
+
+    With ``B = ...`` the batch shape, ``n``/``m`` the two sides and ``eps`` the temperature, the plan is
+    ``P[..., i, j] = a_i b_j exp((f_i + g_j - C_ij) / eps)`` (entropic term ``KL(P | a ⊗ b)``).
+
+    Attributes:
+        f: ``(..., n)`` potentials of the first marginal.
+        g: ``(..., m)`` potentials of the second marginal.
+        value: ``(...)`` linear cost ``<P, C>`` of the plan (POT's ``sinkhorn2``). Differentiable with
+            respect to the cost (or the points) and the weights by the envelope theorem, as in POT: its
+            gradient is ``P`` for a dense cost, ``f`` for ``a`` and ``g`` for ``b``.
+        n_iter: ``(...)`` int64 iterations each problem ran.
+        converged: ``(...)`` bool: the marginal error fell below ``tol`` at the final temperature.
+        error: ``(...)`` the last measured error (see :func:`fastot.sinkhorn`).
+        epsilon: ``(...)`` the temperature used.
+    """
+
+    f: torch.Tensor
+    g: torch.Tensor
+    value: torch.Tensor
+    n_iter: torch.Tensor
+    converged: torch.Tensor
+    error: torch.Tensor
+    epsilon: torch.Tensor
+    _geometry: object
+    _log_a: torch.Tensor
+    _log_b: torch.Tensor
+
+    def _log_scalings(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B = self._log_a.shape[0]
+        eps = self.epsilon.reshape(B)
+        hr = self._log_a + self.f.reshape(B, -1) / eps[:, None]
+        hc = self._log_b + self.g.reshape(B, -1) / eps[:, None]
+        return hr, hc, 1.0 / eps
+
+    def plan(self) -> torch.Tensor:
+        """``(..., n, m)`` dense transport plan (formed on request: ``n x m`` memory)."""
+        P = self._geometry.plan(*self._log_scalings())
+        return P.reshape(*self.f.shape[:-1], *P.shape[-2:])
+
+    def apply(self, v: torch.Tensor) -> torch.Tensor:
+        """``P @ v`` for ``v`` of shape ``(..., m)`` or ``(..., m, k)``, without forming ``P`` in online mode.
+
+        Returns ``(..., n)`` or ``(..., n, k)``.
+        """
+        B = self._log_a.shape[0]
+        vector = v.dim() == self.g.dim()
+        vv = (v[..., None] if vector else v).reshape(B, self._log_b.shape[1], -1)
+        out = self._geometry.apply(*self._log_scalings(), vv.to(self.f.dtype))
+        out = out.reshape(*self.f.shape, out.shape[-1])
+        return out[..., 0] if vector else out

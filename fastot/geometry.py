@@ -1,0 +1,157 @@
+"""Geometries: who owns the cost, and the reductions over it that Sinkhorn needs.
+
+A geometry holds a batch of costs ``C (B, n, m)``, either materialised (:class:`DenseGeometry`) or
+implied by two point clouds (:class:`PointCloudGeometry`, computed block by block, never stored), and
+answers the log-sum-exp reductions of log-domain Sinkhorn (the c-transforms):
+
+    lse_rows(h, scale)[b, i] = log sum_j exp(h[b, j] - scale[b] * C[b, i, j])      h (B, m) -> (B, n)
+    lse_cols(h, scale)[b, j] = log sum_i exp(h[b, i] - scale[b] * C[b, i, j])      h (B, n) -> (B, m)
+
+plus the plan-weighted products that outputs need (``apply``, ``<P, C>``), where the plan is
+``P[b, i, j] = exp(hr[b, i] + hc[b, j] - scale[b] * C[b, i, j])``. Solvers only talk to a geometry:
+they never read a cost. ``+inf`` costs are forbidden pairs (their terms are 0); ``-inf`` in ``h`` is a
+zero weight.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["DenseGeometry", "Geometry", "PointCloudGeometry"]
+
+
+class Geometry:
+    """Interface; see the module docstring for the reductions' definitions."""
+
+    batch: int
+    n: int
+    m: int
+    dtype: torch.dtype
+    device: torch.device
+
+    def lse_rows(self, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def lse_cols(self, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def plan(self, hr: torch.Tensor, hc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``(B, n, m)`` dense plan ``exp(hr_i + hc_j - scale * C_ij)``."""
+        raise NotImplementedError
+
+    def apply(self, hr: torch.Tensor, hc: torch.Tensor, scale: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``P @ v``: ``v (B, m, k)`` -> ``(B, n, k)``, without forming ``P`` where the geometry can."""
+        raise NotImplementedError
+
+    def apply_transpose(
+        self, hr: torch.Tensor, hc: torch.Tensor, scale: torch.Tensor, u: torch.Tensor
+    ) -> torch.Tensor:
+        """``P^T @ u``: ``u (B, n, k)`` -> ``(B, m, k)``."""
+        raise NotImplementedError
+
+    def cost_dot(self, hr: torch.Tensor, hc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` linear cost ``<P, C>`` of the plan (0 * inf counts as 0)."""
+        raise NotImplementedError
+
+
+def _plan_block(log_kernel: torch.Tensor) -> torch.Tensor:
+    # exp(-inf) = 0 handles forbidden pairs and zero weights.
+    return torch.exp(log_kernel)
+
+
+class DenseGeometry(Geometry):
+    """A materialised cost ``C (B, n, m)`` (float32 or float64)."""
+
+    def __init__(self, C: torch.Tensor):
+        self.C = C
+        self.batch, self.n, self.m = C.shape
+        self.dtype, self.device = C.dtype, C.device
+
+    def _log_kernel(self, hr, hc, scale):
+        return hr[:, :, None] + hc[:, None, :] - scale[:, None, None] * self.C
+
+    def lse_rows(self, h, scale):
+        return torch.logsumexp(h[:, None, :] - scale[:, None, None] * self.C, dim=2)
+
+    def lse_cols(self, h, scale):
+        return torch.logsumexp(h[:, :, None] - scale[:, None, None] * self.C, dim=1)
+
+    def plan(self, hr, hc, scale):
+        return _plan_block(self._log_kernel(hr, hc, scale))
+
+    def apply(self, hr, hc, scale, v):
+        return self.plan(hr, hc, scale) @ v
+
+    def apply_transpose(self, hr, hc, scale, u):
+        return self.plan(hr, hc, scale).transpose(1, 2) @ u
+
+    def cost_dot(self, hr, hc, scale):
+        P = self.plan(hr, hc, scale)
+        # Forbidden pairs carry P = 0 and C = inf: their product counts as 0.
+        return torch.where(P > 0, P * self.C, 0).sum((1, 2))
+
+
+class PointCloudGeometry(Geometry):
+    """Squared Euclidean cost between ``x (B, n, d)`` and ``y (B, m, d)``, in blocks of rows.
+
+    Peak memory is ``O((n + m) d + block * max(n, m))``: the ``n x m`` cost is never stored.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, block: int = 1024):
+        self.x, self.y = x, y
+        self.batch, self.n, _ = x.shape
+        self.m = y.shape[1]
+        self.dtype, self.device = x.dtype, x.device
+        self.block = block
+        self.x2 = (x * x).sum(-1)
+        self.y2 = (y * y).sum(-1)
+
+    @staticmethod
+    def _cost(a, a2, b, b2):
+        # |a_i - b_j|^2 by one matrix product; clamped at 0 against cancellation.
+        return (a2[:, :, None] + b2[:, None, :] - 2 * (a @ b.transpose(1, 2))).clamp_min_(0)
+
+    def _blocks(self, transpose: bool):
+        """Yields (rows slice, cost block (B, rows, cols)); ``transpose`` swaps the roles of x and y."""
+        a, a2, b, b2 = (self.y, self.y2, self.x, self.x2) if transpose else (self.x, self.x2, self.y, self.y2)
+        for start in range(0, a.shape[1], self.block):
+            rows = slice(start, min(start + self.block, a.shape[1]))
+            yield rows, self._cost(a[:, rows], a2[:, rows], b, b2)
+
+    def _lse(self, h, scale, transpose):
+        out = [
+            torch.logsumexp(h[:, None, :] - scale[:, None, None] * C, dim=2)
+            for _, C in self._blocks(transpose)
+        ]
+        return torch.cat(out, dim=1)
+
+    def lse_rows(self, h, scale):
+        return self._lse(h, scale, transpose=False)
+
+    def lse_cols(self, h, scale):
+        return self._lse(h, scale, transpose=True)
+
+    def plan(self, hr, hc, scale):
+        C = self._cost(self.x, self.x2, self.y, self.y2)
+        return _plan_block(hr[:, :, None] + hc[:, None, :] - scale[:, None, None] * C)
+
+    def apply(self, hr, hc, scale, v):
+        out = []
+        for rows, C in self._blocks(transpose=False):
+            P = _plan_block(hr[:, rows, None] + hc[:, None, :] - scale[:, None, None] * C)
+            out.append(P @ v)
+        return torch.cat(out, dim=1)
+
+    def apply_transpose(self, hr, hc, scale, u):
+        out = []
+        for cols, C in self._blocks(transpose=True):
+            P_t = _plan_block(hc[:, cols, None] + hr[:, None, :] - scale[:, None, None] * C)
+            out.append(P_t @ u)
+        return torch.cat(out, dim=1)
+
+    def cost_dot(self, hr, hc, scale):
+        total = torch.zeros(self.batch, dtype=self.dtype, device=self.device)
+        for rows, C in self._blocks(transpose=False):
+            P = _plan_block(hr[:, rows, None] + hc[:, None, :] - scale[:, None, None] * C)
+            total = total + (P * C).sum((1, 2))
+        return total

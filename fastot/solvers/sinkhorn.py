@@ -1,0 +1,113 @@
+"""Log-domain Sinkhorn: one generic loop over a geometry's log-sum-exp reductions.
+
+Notation (all batched over ``B`` problems): weights ``a (B, n)``, ``b (B, m)``, potentials ``f (B, n)``,
+``g (B, m)``, temperature ``eps`` and the plan ``P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)``, i.e. the
+entropic term is ``KL(P | a ⊗ b)``. One iteration updates ``g`` then ``f`` (the order of POT's
+``sinkhorn_log``, so that fixed-iteration runs from the same start agree with it):
+
+    g_j = -tau_b * eps * log sum_i a_i exp((f_i - C_ij) / eps)
+    f_i = -tau_a * eps * log sum_j b_j exp((g_j - C_ij) / eps)
+
+with ``tau = 1`` for balanced transport and ``tau = reg_m / (reg_m + eps)`` for the KL-unbalanced problem
+(marginal penalty ``reg_m * KL(P 1 | a)``, POT's ``reg_m``). The loop never reads a cost: it only calls
+the geometry's ``lse_rows`` / ``lse_cols``.
+
+Stopping: every ``check_every`` iterations, the marginal error is measured and problems below ``tol``
+stop updating (each problem of a batch has its own flag; the loop ends when all have converged or at
+``max_iter``). Balanced: ``error = sum_i |(P 1)_i - a_i|`` (the column marginals are exact after the g
+``error = sum_j |(P^T 1)_j - b_j|`` of the plan at the start of the checked iteration (its row
+marginals are exact: ``f`` was updated last; the returned plan is one iteration further);
+unbalanced: ``error = max |Δf|, |Δg|`` over the checked iteration, divided by ``eps`` (the change of
+the log-scalings, POT's criterion up to its relative form).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..geometry import Geometry
+
+__all__ = ["SinkhornState", "sinkhorn_loop"]
+
+
+@dataclass
+class SinkhornState:
+    f: torch.Tensor  # (B, n)
+    g: torch.Tensor  # (B, m)
+    n_iter: torch.Tensor  # (B,) int64: iterations each problem ran
+    converged: torch.Tensor  # (B,) bool
+    error: torch.Tensor  # (B,) last measured error
+
+
+def _tau(reg_m: float | None, eps: torch.Tensor) -> torch.Tensor | float:
+    if reg_m is None or math.isinf(reg_m):
+        return 1.0
+    return reg_m / (reg_m + eps)
+
+
+def sinkhorn_loop(
+    geom: Geometry,
+    log_a: torch.Tensor,
+    log_b: torch.Tensor,
+    *,
+    epsilon: torch.Tensor,
+    reg_m: tuple[float | None, float | None] = (None, None),
+    max_iter: int,
+    tol: float | None,
+    check_every: int,
+    epsilon_init: torch.Tensor | None = None,
+    epsilon_decay: float = 0.5,
+    f0: torch.Tensor | None = None,
+    g0: torch.Tensor | None = None,
+) -> SinkhornState:
+    """Runs Sinkhorn on ``geom``; see the module docstring.
+
+    Args:
+        geom: the batch of costs.
+        log_a, log_b: ``(B, n)``, ``(B, m)`` log-weights (``-inf`` for zero weights).
+        epsilon: ``(B,)`` final temperature.
+        reg_m: KL marginal penalties for the row and column marginals (``None``: balanced side).
+        max_iter: iteration budget (also the exact count when ``tol is None``).
+        tol: stop a problem when its error is below ``tol`` (``None``: run exactly ``max_iter``).
+        check_every: measure the error every this many iterations (a host sync in eager mode).
+        epsilon_init: ``(B,)`` starting temperature for epsilon scaling (``None``: start at ``epsilon``);
+            the temperature is ``max(epsilon, epsilon_init * epsilon_decay**k)`` at iteration ``k``.
+        f0, g0: warm-start potentials (default zeros).
+    """
+    B, n, m = geom.batch, geom.n, geom.m
+    f = torch.zeros(B, n, dtype=geom.dtype, device=geom.device) if f0 is None else f0.clone()
+    g = torch.zeros(B, m, dtype=geom.dtype, device=geom.device) if g0 is None else g0.clone()
+    done = torch.zeros(B, dtype=torch.bool, device=geom.device)
+    n_iter = torch.zeros(B, dtype=torch.int64, device=geom.device)
+    error = torch.full((B,), math.inf, dtype=geom.dtype, device=geom.device)
+    balanced = reg_m[0] is None and reg_m[1] is None
+    for it in range(max_iter):
+        eps = epsilon if epsilon_init is None else torch.maximum(epsilon, epsilon_init * epsilon_decay**it)
+        scale = 1.0 / eps
+        tau_a, tau_b = _tau(reg_m[0], eps), _tau(reg_m[1], eps)
+        g_new = -tau_b * eps[:, None] * geom.lse_cols(log_a + f * scale[:, None], scale)
+        last = it + 1 == max_iter
+        measure = last or (tol is not None and (it + 1) % check_every == 0)
+        if measure and balanced:
+            # Column marginals of the plan (f, g) before this update: b_j exp((g_j - g_new_j) / eps);
+            # its row marginals are exact (f was the last update).
+            col = torch.exp(log_b + (g - g_new) * scale[:, None])
+            error = (col - log_b.exp()).abs().sum(1)
+        f_new = -tau_a * eps[:, None] * geom.lse_rows(log_b + g_new * scale[:, None], scale)
+        if measure and not balanced:
+            change = torch.maximum((f_new - f).abs().amax(1), (g_new - g).abs().amax(1))
+            error = change * scale
+        keep = done[:, None]
+        f = torch.where(keep, f, f_new)
+        g = torch.where(keep, g, g_new)
+        n_iter = n_iter + (~done).to(torch.int64)
+        if measure and tol is not None:
+            # Only problems at the final temperature may stop.
+            at_final = eps <= epsilon
+            done = done | ((error <= tol) & at_final)
+            if bool(done.all()):
+                break
+    return SinkhornState(f=f, g=g, n_iter=n_iter, converged=done, error=error)
