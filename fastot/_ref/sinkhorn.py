@@ -12,7 +12,9 @@ Conventions (all three variants)
     P_ij = a_i b_j exp((f_i + g_j - C_ij) / eps)
 
 (``P_ij = 0`` where ``a_i = 0``, ``b_j = 0`` or ``C_ij = +inf``), the entropic term is ``KL(P | a⊗b)``
-(POT's ``reg_type="kl"``) and ``value = <P, C>`` (POT's ``sinkhorn2``, the linear cost, entropy excluded).
+(POT's ``reg_type="kl"``) and ``value = <P, C>``, the linear cost without the entropy (POT's ``sinkhorn2``,
+``sinkhorn_unbalanced2`` / ``log["cost"]``, partial's ``log["partial_w_dist"]``; pairs with ``C = +inf`` are
+skipped, where POT's ``sum(M * P)`` gives NaN).
 Both half-steps are soft c-transforms::
 
     S_i(g) = LSE_j( log b_j + (g_j - C_ij) / eps )      # over j with b_j > 0, C_ij < inf
@@ -26,7 +28,8 @@ Both half-steps are soft c-transforms::
   log-scalings ``u = log a + f/eps``, ``v = log b + g/eps``. POT starts from ``u = v = 0``, so the default
   here is ``f0 = -eps log a``, ``g0 = -eps log b`` (0 on zero weights); POT ``warmstart=(u0, v0)`` is
   ``f0 = eps (u0 - log a)`` (``g0`` is overwritten before it is read). POT ``log=True`` gives ``log_u``,
-  ``log_v`` in the same scalings. After an iteration the row sums equal ``a`` exactly.
+  ``log_v`` in the same scalings. After an iteration the row sums equal ``a`` exactly. POT's scaling-domain
+  ``method="sinkhorn"`` (also v then u, from ``u = 1/n``) gives the same plans while it does not underflow.
 
 *Unbalanced KL* (``reg_m`` = ``rho`` or ``(rho_a, rho_b)``, POT's ``reg_m``; POT
 ``ot.unbalanced.sinkhorn_unbalanced(a, b, M, reg, reg_m, method="sinkhorn", reg_type="kl")``), minimising
@@ -34,7 +37,8 @@ Both half-steps are soft c-transforms::
 
     f_i <- -tau_a eps S_i(g),   then   g_j <- -tau_b eps T_j(f),     tau = rho / (rho + eps)   # f FIRST
 
-  ``tau = 1`` for ``rho = inf`` (balanced updates, but in this f-first order). POT works in the scaling
+  ``tau = 1`` for ``rho = inf``: balanced updates, but in POT's f-first order and from ``f0 = g0 = 0``
+  (pass ``first``, ``f0``, ``g0`` to get the balanced iterates exactly). POT works in the scaling
   domain with the kernel ``K = exp(-M/reg) * a⊗b`` (that is how ``reg_type="kl"`` enters):
   ``u = (a / K v) ** tau_a``, ``v = (b / K^T u) ** tau_b`` from ``u = v = 1``. Here ``f = eps log u``,
   ``g = eps log v`` (the ``a`` in ``a / Kv`` cancels the one in ``K``), the default ``f0 = g0 = 0``, POT
@@ -72,10 +76,12 @@ S_i(g)))``, ``b~_j = min(b_j, exp(T_j(f)))`` (the marginals the next row/column 
 plus ``|sum P - m|``. POT's own ``err`` is different (L2 of the column marginal for ``sinkhorn_log``).
 
 Zero weights behave as if the point were absent, at every iteration (a zero-weight point's potential is
-still reported: the value its last c-transform update gave). POT differs at the first iteration: its
-start ``u = 0`` (balanced, partial) lets zero-weight points into the first half-step (and into partial's
-normalisation); ``sinkhorn_unbalanced`` hits ``0/0`` and returns its initial iterate; partial stops after one
-iteration (``-inf`` in its log-plan). Compare with POT on the problem without those points.
+still reported: the value its last c-transform update gave). POT differs: its balanced and partial starts
+(``u = 0``, ``x = y = 0``) let zero-weight points into the first half-step and into partial's initial
+normalisation; ``sinkhorn_unbalanced`` hits ``0/0`` at once and returns its initial iterate; partial's
+``method="sinkhorn"`` returns NaN and ``"sinkhorn_log"`` stops after one iteration (``-inf`` in its
+log-plan) -- as both also do for ``+inf`` costs. Compare with POT on the problem without those points
+(and with a huge finite cost instead of ``+inf`` for partial).
 """
 
 from __future__ import annotations
