@@ -65,6 +65,7 @@ def sinkhorn(
     cost: str | torch.Tensor = "sqeuclidean",
     epsilon: float | torch.Tensor,
     reg_m: float | tuple[float, float] | None = None,
+    mass: float | torch.Tensor | None = None,
     mode: str = "auto",
     max_iter: int = 1000,
     tol: float | None = 1e-6,
@@ -79,7 +80,8 @@ def sinkhorn(
 
     Solves ``min_P <P, C> + epsilon * KL(P | a ⊗ b)`` subject to ``P 1 = a``, ``P^T 1 = b`` (balanced),
     or with the marginal constraints replaced by ``reg_m * KL(P 1 | a) + reg_m * KL(P^T 1 | b)``
-    (``reg_m``: KL-unbalanced transport, POT's ``reg_m``).
+    (``reg_m``: KL-unbalanced transport, POT's ``reg_m``), or by ``P 1 <= a``, ``P^T 1 <= b``,
+    ``sum P = mass`` (partial transport, POT's ``entropic_partial_wasserstein``).
 
     Args:
         x: ``(..., n, d)`` points (with a cost name), or ``None`` with a dense ``cost`` tensor.
@@ -94,6 +96,9 @@ def sinkhorn(
             ``epsilon = blur**2`` on the cost ``|x - y|^2 / 2``, i.e. ``epsilon = 2 * blur**2`` here.
         reg_m: KL marginal penalty: a positive number, a pair ``(reg_m_a, reg_m_b)``, or ``None`` /
             ``inf`` for an exact marginal.
+        mass: partial transport (POT's ``m`` of ``entropic_partial_wasserstein``): move exactly this
+            total mass with ``P 1 <= a``, ``P^T 1 <= b``; ``0 < mass <= min(sum a, sum b)``; a number or a
+            ``(...)`` tensor. Not combined with ``reg_m``.
         mode: ``"dense"`` forms the ``n x m`` cost; ``"online"`` never does (squared Euclidean points
             only; cost computed block by block, memory ``O((n + m) d)``); ``"auto"``: online for point
             clouds with more than 2^26 cost entries in all, dense otherwise.
@@ -197,9 +202,20 @@ def sinkhorn(
         f0 = _potential(f_init, "f_init", (*batch_shape, n), dtype, device).reshape(B, n)
     if g_init is not None:
         g0 = _potential(g_init, "g_init", (*batch_shape, m), dtype, device).reshape(B, m)
-    if reg_pair != (None, None) and any(w is not None and w.requires_grad for w in (a, b)):
+    mass_t = None
+    if mass is not None:
+        if reg_pair != (None, None):
+            raise ValueError("give reg_m (unbalanced) or mass (partial), not both")
+        mass_t = _positive(mass, "mass", batch_shape, dtype, device).reshape(B)
+        limit = torch.minimum(a_full.sum(1), b_full.sum(1))
+        if not torch.compiler.is_compiling() and bool((mass_t > limit * (1 + 1e-12)).any()):
+            raise ValueError("mass must be at most min(sum(a), sum(b))")
+    if (reg_pair != (None, None) or mass is not None) and any(
+        w is not None and w.requires_grad for w in (a, b)
+    ):
         raise ValueError(
-            "gradients with respect to a and b are only available for balanced transport (reg_m=None)"
+            "gradients with respect to a and b are only available for balanced transport "
+            "(reg_m=None, mass=None)"
         )
 
     geom: Geometry
@@ -225,6 +241,7 @@ def sinkhorn(
             epsilon_decay=epsilon_decay,
             f0=f0,
             g0=g0,
+            mass=mass_t,
         )
         hr = log_a + state.f / eps[:, None]
         hc = log_b + state.g / eps[:, None]

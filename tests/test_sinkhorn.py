@@ -249,3 +249,67 @@ def test_fixed_iterations_compile(rng):
         x = torch.from_numpy(rng.standard_normal((B, 6, 2)))
         y = torch.from_numpy(rng.standard_normal((B, 5, 2)))
         torch.testing.assert_close(compiled(x, y), loss(x, y))
+
+
+@pytest.mark.parametrize("mass", [0.2, 0.6])
+def test_partial_matches_pot(rng, mass):
+    n, m = 9, 12
+    M = rng.uniform(0.0, 1.0, (n, m))
+    a, b = simplex(rng, n), 0.9 * simplex(rng, m)
+    P_pot = ot.partial.entropic_partial_wasserstein(a, b, M, 0.1, m=mass, numItermax=20000, stopThr=1e-15)
+    out = fastot.sinkhorn(cost=T(M), a=T(a), b=T(b), epsilon=0.1, mass=mass, tol=1e-13, max_iter=20000)
+    assert bool(out.converged)
+    P = out.plan().numpy()
+    np.testing.assert_allclose(P, P_pot, atol=1e-10)
+    np.testing.assert_allclose(P.sum(), mass, rtol=1e-12)
+    assert (P.sum(1) <= a + 1e-12).all() and (P.sum(0) <= b + 1e-12).all()
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [{}, {"reg_m": 0.5}, {"reg_m": (0.3, 2.0)}, {"mass": 0.4}],
+    ids=["balanced", "kl", "kl-pair", "partial"],
+)
+@pytest.mark.parametrize("k", [1, 4, 15])
+def test_fixed_iterations_match_reference(rng, variant, k):
+    """Iterate for iterate against fastot._ref (float64): same order (g first) and start (zeros)."""
+    from fastot._ref.sinkhorn import sinkhorn_reference
+
+    B, n, m = 2, 7, 10
+    M = T(rng.uniform(0.0, 1.0, (B, n, m)))
+    a = T(np.stack([simplex(rng, n, zeros=1) for _ in range(B)]))
+    b = T(np.stack([simplex(rng, m) for _ in range(B)]))
+    eps = 0.15
+    ref = sinkhorn_reference(
+        M,
+        a,
+        b,
+        epsilon=eps,
+        n_iter=k,
+        first="g",
+        f0=torch.zeros(B, n, dtype=torch.float64),
+        g0=torch.zeros(B, m, dtype=torch.float64),
+        **variant,
+    )
+    out = fastot.sinkhorn(cost=M, a=a, b=b, epsilon=eps, tol=None, max_iter=k, **variant)
+    torch.testing.assert_close(out.plan(), ref.plan, atol=1e-13, rtol=1e-11)
+    torch.testing.assert_close(out.value, ref.value, atol=1e-13, rtol=1e-11)
+
+
+def test_partial_online_matches_dense(rng):
+    x = T(rng.standard_normal((30, 2)))
+    y = T(rng.standard_normal((40, 2)) + 0.5)
+    dense = fastot.sinkhorn(x, y, epsilon=0.3, mass=0.5, mode="dense", tol=1e-11, max_iter=5000)
+    online = fastot.sinkhorn(x, y, epsilon=0.3, mass=0.5, mode="online", tol=1e-11, max_iter=5000)
+    torch.testing.assert_close(online.value, dense.value)
+    torch.testing.assert_close(online.f, dense.f)
+
+
+def test_partial_bad_mass():
+    C = torch.ones(3, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="mass"):
+        fastot.sinkhorn(cost=C, epsilon=0.1, mass=1.5)
+    with pytest.raises(ValueError, match="mass"):
+        fastot.sinkhorn(cost=C, epsilon=0.1, mass=0.0)
+    with pytest.raises(ValueError, match="not both"):
+        fastot.sinkhorn(cost=C, epsilon=0.1, mass=0.5, reg_m=1.0)

@@ -9,16 +9,23 @@ entropic term is ``KL(P | a ⊗ b)``. One iteration updates ``g`` then ``f`` (th
     f_i = -tau_a * eps * log sum_j b_j exp((g_j - C_ij) / eps)
 
 with ``tau = 1`` for balanced transport and ``tau = reg_m / (reg_m + eps)`` for the KL-unbalanced problem
-(marginal penalty ``reg_m * KL(P 1 | a)``, POT's ``reg_m``). The loop never reads a cost: it only calls
-the geometry's ``lse_rows`` / ``lse_cols``.
+(marginal penalty ``reg_m * KL(P 1 | a)``, POT's ``reg_m``). Partial transport (total mass ``mass``,
+``P 1 <= a``, ``P^T 1 <= b``; POT's ``entropic_partial_wasserstein``) runs the same two c-transforms as
+Bregman projections plus a mass step, with a scalar total-mass potential ``lam`` kept inside ``f``:
+
+    g_j = min(-eps T_j(f), -eps log b_j)
+    f_i = min(-eps S_i(g), lam - eps log a_i);   d = eps (log mass - log sum P);   f += d, lam += d
+
+(``fastot._ref.sinkhorn`` documents the correspondence with POT's iterates.) The loop never reads a cost:
+it only calls the geometry's ``lse_rows`` / ``lse_cols``.
 
 Stopping: every ``check_every`` iterations, the marginal error is measured and problems below ``tol``
 stop updating (each problem of a batch has its own flag; the loop ends when all have converged or at
 ``max_iter``). Balanced: ``error = sum_i |(P 1)_i - a_i|`` (the column marginals are exact after the g
 ``error = sum_j |(P^T 1)_j - b_j|`` of the plan at the start of the checked iteration (its row
 marginals are exact: ``f`` was updated last; the returned plan is one iteration further);
-unbalanced: ``error = max |Δf|, |Δg|`` over the checked iteration, divided by ``eps`` (the change of
-the log-scalings, POT's criterion up to its relative form).
+unbalanced and partial: ``error = max |Δf|, |Δg|`` over the checked iteration, divided by ``eps``
+(the change of the log-scalings, POT's criterion up to its relative form).
 """
 
 from __future__ import annotations
@@ -43,9 +50,10 @@ class SinkhornState:
 
 
 def _tau(reg_m: float | None, eps: torch.Tensor) -> torch.Tensor | float:
+    """``(B, 1)`` exponent of the unbalanced c-transform (1 for an exact marginal)."""
     if reg_m is None or math.isinf(reg_m):
         return 1.0
-    return reg_m / (reg_m + eps)
+    return (reg_m / (reg_m + eps))[:, None]
 
 
 def sinkhorn_loop(
@@ -62,6 +70,7 @@ def sinkhorn_loop(
     epsilon_decay: float = 0.5,
     f0: torch.Tensor | None = None,
     g0: torch.Tensor | None = None,
+    mass: torch.Tensor | None = None,
 ) -> SinkhornState:
     """Runs Sinkhorn on ``geom``; see the module docstring.
 
@@ -76,6 +85,8 @@ def sinkhorn_loop(
         epsilon_init: ``(B,)`` starting temperature for epsilon scaling (``None``: start at ``epsilon``);
             the temperature is ``max(epsilon, epsilon_init * epsilon_decay**k)`` at iteration ``k``.
         f0, g0: warm-start potentials (default zeros).
+        mass: ``(B,)`` total mass for partial transport (``None``: not partial); ``reg_m`` must then be
+            ``(None, None)``.
     """
     B, n, m = geom.batch, geom.n, geom.m
     f = torch.zeros(B, n, dtype=geom.dtype, device=geom.device) if f0 is None else f0.clone()
@@ -83,12 +94,19 @@ def sinkhorn_loop(
     done = torch.zeros(B, dtype=torch.bool, device=geom.device)
     n_iter = torch.zeros(B, dtype=torch.int64, device=geom.device)
     error = torch.full((B,), math.inf, dtype=geom.dtype, device=geom.device)
-    balanced = reg_m[0] is None and reg_m[1] is None
+    balanced = reg_m[0] is None and reg_m[1] is None and mass is None
+    if mass is not None:
+        # Partial: lam is the total-mass potential (kept inside f); the smallest value consistent with f.
+        eps_start = epsilon if epsilon_init is None else torch.maximum(epsilon, epsilon_init)
+        lam = (f + eps_start[:, None] * log_a).amax(1)
+        log_mass = mass.log()
     for it in range(max_iter):
         eps = epsilon if epsilon_init is None else torch.maximum(epsilon, epsilon_init * epsilon_decay**it)
         scale = 1.0 / eps
         tau_a, tau_b = _tau(reg_m[0], eps), _tau(reg_m[1], eps)
         g_new = -tau_b * eps[:, None] * geom.lse_cols(log_a + f * scale[:, None], scale)
+        if mass is not None:  # column projection: P^T 1 <= b
+            g_new = torch.minimum(g_new, -eps[:, None] * log_b)
         last = it + 1 == max_iter
         measure = last or (tol is not None and (it + 1) % check_every == 0)
         if measure and balanced:
@@ -96,7 +114,15 @@ def sinkhorn_loop(
             # its row marginals are exact (f was the last update).
             col = torch.exp(log_b + (g - g_new) * scale[:, None])
             error = (col - log_b.exp()).abs().sum(1)
-        f_new = -tau_a * eps[:, None] * geom.lse_rows(log_b + g_new * scale[:, None], scale)
+        S = geom.lse_rows(log_b + g_new * scale[:, None], scale)
+        f_new = -tau_a * eps[:, None] * S
+        if mass is not None:
+            # Row projection P 1 <= a, then the total mass: log sum P = LSE_i(log a_i + f_i / eps + S_i).
+            f_new = torch.minimum(f_new, lam[:, None] - eps[:, None] * log_a)
+            log_total = torch.logsumexp(log_a + f_new * scale[:, None] + S, dim=1)
+            shift = eps * (log_mass - log_total)
+            f_new = f_new + shift[:, None]
+            lam = torch.where(done, lam, lam + shift)
         if measure and not balanced:
             change = torch.maximum((f_new - f).abs().amax(1), (g_new - g).abs().amax(1))
             error = change * scale
