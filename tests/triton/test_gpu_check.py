@@ -1,0 +1,63 @@
+"""bench/gpu_check.py: its code paths run on CPU tensors (``--cpu-smoke``, Triton's interpreter)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gpu_check.py"
+
+
+def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("TRITON_INTERPRET", None)  # the script decides
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_cpu_smoke_writes_table_csv_and_json(tmp_path):
+    proc = _run(str(tmp_path / "out"), "--cpu-smoke")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    # the short table comes last: checks summary, then the timing table, then the files
+    assert "checks: " in out and " ok" in out
+    tail = out[out.index("checks: ") :]
+    for name in ("fastot online ieee", "fastot dense lse_dense", "torch dense logsumexp", "bound: copy"):
+        assert name in tail
+    assert "written:" in out.splitlines()[-1]
+    rows = list(csv.DictReader((tmp_path / "out" / "gpu_check.csv").open()))
+    providers = {r["provider"] for r in rows}
+    assert {
+        "fastot lse_dense",
+        "fastot lse_sqeuclidean ieee",
+        "fastot apply_sqeuclidean",
+        "fastot.linear_sum_assignment",
+        "fastot online ieee",
+    } <= providers
+    ours = [r for r in rows if r["ours"] == "True"]
+    assert ours and all(r["status"] in ("ok", "skipped") for r in ours), [
+        (r["case"], r["provider"], r["status"], r["detail"]) for r in ours if r["status"] != "ok"
+    ]
+    timed = [r for r in rows if r["provider"] == "fastot online ieee"]
+    assert timed and all(float(r["ms_per_iter"]) > 0 and r["x_bound"] for r in timed)
+    data = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert {"device", "torch", "triton", "python", "commit", "mode"} <= set(data["meta"])
+    assert data["meta"]["mode"] == "cpu-smoke" and len(data["rows"]) == len(rows)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_without_cuda_exits_cleanly(tmp_path):
+    proc = _run(str(tmp_path / "out"), timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "no CUDA device" in proc.stdout
+    assert not (tmp_path / "out").exists()
