@@ -4,10 +4,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <limits>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "lsa.h"
+#include "softmin.h"
 
 namespace py = pybind11;
 
@@ -39,6 +42,89 @@ py::tuple lsa_batch(const CArray<T>& cost, int num_threads, const std::string& i
   return py::make_tuple(col4row, u, v, status);
 }
 
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t k = 0; k < a.ndim(); ++k) s += (k ? ", " : "") + std::to_string(a.shape(k));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+template <typename T>
+void check_scale(const CArray<T>& scale, int64_t B) {
+  if (scale.ndim() != 1 || scale.shape(0) != B)
+    throw std::invalid_argument("scale must have shape (B,) = (" + std::to_string(B) + ",), got " +
+                                shape_str(scale));
+  const T* s = scale.data();
+  for (int64_t b = 0; b < B; ++b)
+    if (!(s[b] > 0 && s[b] < std::numeric_limits<T>::infinity()))
+      throw std::invalid_argument("scale must be positive and finite (scale = 1/epsilon), got scale[" +
+                                  std::to_string(b) + "] = " + std::to_string(s[b]));
+}
+
+// C (B, n, m), h (B, m) [transpose: (B, n)], scale (B,) -> out (B, n) [transpose: (B, m)]
+template <typename T>
+CArray<T> lse_dense(const CArray<T>& C, const CArray<T>& h, const CArray<T>& scale, bool transpose,
+                    int num_threads, const std::string& isa) {
+  if (C.ndim() != 3) throw std::invalid_argument("C must have shape (B, n, m), got " + shape_str(C));
+  const int64_t B = C.shape(0), n = C.shape(1), m = C.shape(2);
+  const int64_t hn = transpose ? n : m;
+  if (h.ndim() != 2 || h.shape(0) != B || h.shape(1) != hn)
+    throw std::invalid_argument(std::string("h must have shape ") + (transpose ? "(B, n)" : "(B, m)") + " = (" +
+                                std::to_string(B) + ", " + std::to_string(hn) + ") for C of shape " +
+                                shape_str(C) + " and transpose=" + (transpose ? "True" : "False") + ", got " +
+                                shape_str(h));
+  check_scale(scale, B);
+  if (num_threads < 1) throw std::invalid_argument("num_threads must be >= 1");
+  fastot::softmin_isa(isa);  // a bad isa raises before any work
+  CArray<T> out({B, transpose ? m : n});
+  const T *pc = C.data(), *ph = h.data(), *ps = scale.data();
+  T* po = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    fastot::lse_dense<T>(pc, ph, ps, B, n, m, transpose, po, num_threads, isa);
+  }
+  return out;
+}
+
+// x (B, n, d), y (B, m, d), h (B, m), scale (B,) -> out (B, n)
+template <typename T>
+CArray<T> lse_sqeuclidean(const CArray<T>& x, const CArray<T>& y, const CArray<T>& h, const CArray<T>& scale,
+                          int num_threads, const std::string& isa) {
+  if (x.ndim() != 3) throw std::invalid_argument("x must have shape (B, n, d), got " + shape_str(x));
+  const int64_t B = x.shape(0), n = x.shape(1), d = x.shape(2);
+  if (y.ndim() != 3 || y.shape(0) != B || y.shape(2) != d)
+    throw std::invalid_argument("y must have shape (B, m, d) with B = " + std::to_string(B) +
+                                ", d = " + std::to_string(d) + " (from x of shape " + shape_str(x) + "), got " +
+                                shape_str(y));
+  const int64_t m = y.shape(1);
+  if (h.ndim() != 2 || h.shape(0) != B || h.shape(1) != m)
+    throw std::invalid_argument("h must have shape (B, m) = (" + std::to_string(B) + ", " + std::to_string(m) +
+                                "), got " + shape_str(h));
+  check_scale(scale, B);
+  if (num_threads < 1) throw std::invalid_argument("num_threads must be >= 1");
+  fastot::softmin_isa(isa);
+  CArray<T> out({B, n});
+  const T *px = x.data(), *py = y.data(), *ph = h.data(), *ps = scale.data();
+  T* po = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    fastot::lse_sqeuclidean<T>(px, py, ph, ps, B, n, m, d, po, num_threads, isa);
+  }
+  return out;
+}
+
+template <typename T>
+CArray<T> exp_approx(const CArray<T>& x, bool full_range, const std::string& isa) {
+  CArray<T> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
+  const T* px = x.data();
+  T* po = out.mutable_data();
+  const int64_t count = x.size();
+  {
+    py::gil_scoped_release release;
+    fastot::exp_approx<T>(px, count, po, full_range, isa);
+  }
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, mod) {
@@ -50,6 +136,31 @@ PYBIND11_MODULE(_C, mod) {
           "available_isas().");
   mod.def("lsa_batch", &lsa_batch<float>, py::arg("cost").noconvert(), py::arg("num_threads") = 1,
           py::arg("isa") = "auto", "float32 overload: solved in float32 arithmetic.");
+  mod.def("lse_dense", &lse_dense<double>, py::arg("C").noconvert(), py::arg("h").noconvert(),
+          py::arg("scale").noconvert(), py::arg("transpose") = false, py::arg("num_threads") = 1,
+          py::arg("isa") = "auto",
+          "Batched log-sum-exp over a dense float64 cost C (B, n, m) (C-contiguous; h, scale the same dtype). "
+          "transpose=False: h (B, m) -> out[b, i] = log sum_j exp(h[b, j] - scale[b] * C[b, i, j]), (B, n); "
+          "transpose=True: h (B, n) -> out[b, j] = log sum_i exp(h[b, i] - scale[b] * C[b, i, j]), (B, m). "
+          "C = +inf and h = -inf give zero terms; an empty sum gives -inf; scale must be > 0 and finite.");
+  mod.def("lse_dense", &lse_dense<float>, py::arg("C").noconvert(), py::arg("h").noconvert(),
+          py::arg("scale").noconvert(), py::arg("transpose") = false, py::arg("num_threads") = 1,
+          py::arg("isa") = "auto", "float32 overload, accumulated in float32.");
+  mod.def("lse_sqeuclidean", &lse_sqeuclidean<double>, py::arg("x").noconvert(), py::arg("y").noconvert(),
+          py::arg("h").noconvert(), py::arg("scale").noconvert(), py::arg("num_threads") = 1,
+          py::arg("isa") = "auto",
+          "Batched log-sum-exp with the squared-Euclidean cost computed on the fly (never n x m): x (B, n, d), "
+          "y (B, m, d), h (B, m), scale (B,) float64 -> out[b, i] = log sum_j exp(h[b, j] - scale[b] * "
+          "|x[b, i] - y[b, j]|^2), (B, n). The column direction is the same call with x and y swapped.");
+  mod.def("lse_sqeuclidean", &lse_sqeuclidean<float>, py::arg("x").noconvert(), py::arg("y").noconvert(),
+          py::arg("h").noconvert(), py::arg("scale").noconvert(), py::arg("num_threads") = 1,
+          py::arg("isa") = "auto", "float32 overload, accumulated in float32.");
+  mod.def("_exp_approx", &exp_approx<double>, py::arg("x").noconvert(), py::arg("full_range") = false,
+          py::arg("isa") = "auto",
+          "Test hook: the log-sum-exp kernels' vectorised exp, elementwise. full_range=False (the kernels' "
+          "variant) is valid for x <= 0 only.");
+  mod.def("_exp_approx", &exp_approx<float>, py::arg("x").noconvert(), py::arg("full_range") = false,
+          py::arg("isa") = "auto");
   mod.def("available_isas", &fastot::available_isas,
           "Instruction-set copies of the CPU kernels this build holds and this CPU runs, widest first.");
   mod.attr("STATUS_OK") = static_cast<int>(fastot::Status::ok);

@@ -30,3 +30,76 @@ def lsa_batch(
 def available_isas() -> list[str]:
     """Instruction-set copies of the CPU kernels that this build holds and this CPU runs, widest first
     (e.g. ``["avx512", "avx2", "generic"]``); ``"generic"`` is always last."""
+
+@overload
+def lse_dense(
+    C: npt.NDArray[np.float64],
+    h: npt.NDArray[np.float64],
+    scale: npt.NDArray[np.float64],
+    transpose: bool = False,
+    num_threads: int = 1,
+    isa: str = "auto",
+) -> npt.NDArray[np.float64]:
+    """Batched log-sum-exp over a dense cost (the c-transform of log-domain Sinkhorn).
+
+    ``C (B, n, m)``, ``scale (B,)`` (= 1/epsilon per problem, positive and finite), C-contiguous, one dtype.
+    ``transpose=False``: ``h (B, m)`` -> ``out (B, n)``,
+    ``out[b, i] = log sum_j exp(h[b, j] - scale[b] * C[b, i, j])``;
+    ``transpose=True``: ``h (B, n)`` -> ``out (B, m)``,
+    ``out[b, j] = log sum_i exp(h[b, i] - scale[b] * C[b, i, j])`` (C is read by rows, never transposed).
+    ``C = +inf`` (forbidden) and ``h = -inf`` (zero weight) give zero terms; a sum with no nonzero term gives
+    ``-inf``. NaN in C or h, ``C = -inf`` or ``h = +inf`` give NaN in the affected outputs (not checked).
+    Results do not depend on ``num_threads``. Releases the GIL. ``isa``: as in ``lsa_batch``. Shape errors
+    and a bad ``scale`` or ``isa`` raise ``ValueError``; mixed dtypes or non-contiguous arrays ``TypeError``.
+    """
+
+@overload
+def lse_dense(
+    C: npt.NDArray[np.float32],
+    h: npt.NDArray[np.float32],
+    scale: npt.NDArray[np.float32],
+    transpose: bool = False,
+    num_threads: int = 1,
+    isa: str = "auto",
+) -> npt.NDArray[np.float32]:
+    """float32 overload, accumulated in float32."""
+
+@overload
+def lse_sqeuclidean(
+    x: npt.NDArray[np.float64],
+    y: npt.NDArray[np.float64],
+    h: npt.NDArray[np.float64],
+    scale: npt.NDArray[np.float64],
+    num_threads: int = 1,
+    isa: str = "auto",
+) -> npt.NDArray[np.float64]:
+    """``lse_dense`` for the squared-Euclidean cost computed on the fly (never an ``n x m`` array).
+
+    ``x (B, n, d)``, ``y (B, m, d)``, ``h (B, m)``, ``scale (B,)`` -> ``out (B, n)``,
+    ``out[b, i] = log sum_j exp(h[b, j] - scale[b] * |x[b, i] - y[b, j]|^2)``, the cost taken as
+    ``|x_i|^2 + |y_j|^2 - 2 <x_i, y_j>`` clamped at 0 (``|x_i - x_i|^2`` comes out exactly 0). The column
+    direction is the same call with ``x`` and ``y`` swapped. Extra memory: ``O(m d)`` plus a tile per thread.
+    """
+
+@overload
+def lse_sqeuclidean(
+    x: npt.NDArray[np.float32],
+    y: npt.NDArray[np.float32],
+    h: npt.NDArray[np.float32],
+    scale: npt.NDArray[np.float32],
+    num_threads: int = 1,
+    isa: str = "auto",
+) -> npt.NDArray[np.float32]:
+    """float32 overload, accumulated in float32."""
+
+@overload
+def _exp_approx(
+    x: npt.NDArray[np.float64], full_range: bool = False, isa: str = "auto"
+) -> npt.NDArray[np.float64]:
+    """Test hook: the log-sum-exp kernels' vectorised exp, elementwise. ``full_range=False`` (the kernels'
+    variant) is valid for ``x <= 0`` only. Below -708 (float32: -87) the result is exactly 0."""
+
+@overload
+def _exp_approx(
+    x: npt.NDArray[np.float32], full_range: bool = False, isa: str = "auto"
+) -> npt.NDArray[np.float32]: ...

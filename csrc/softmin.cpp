@@ -1,0 +1,493 @@
+// Log-sum-exp reductions for log-domain Sinkhorn (see softmin.h for the
+// contract). Compiled once per instruction set (CMakeLists.txt), each copy in
+// its own namespace; softmin_dispatch.cpp picks one at run time.
+//
+// Every output is a log-sum-exp over one row (or column) of
+//   v = h - scale * C,
+// taken in blocks that sit in cache: pass 1 finds the block's max, pass 2 sums
+// exp(v - shift) with shift the running max, and the running sum is rescaled
+// once per block, only when the max grew. Terms that are -inf (C = +inf or
+// h = -inf) contribute exactly 0 and never produce NaN: the shift of an
+// all -inf prefix is 0, not -inf.
+//
+//  * lse_dense, rows: one row at a time, in chunks of kRowChunk elements.
+//  * lse_dense, columns: a slab of up to kSlab columns per task, streamed over
+//    blocks of kColBlockRows rows of the row-major C (no transpose); the
+//    per-column max/sum live in vector registers' lanes.
+//  * lse_sqeuclidean: per task a block of rows of x; per column tile the dot
+//    products <x_i, y_j> come from a register-blocked micro-kernel (kMR rows x
+//    kNRv vectors, broadcast x, packed y) into a small tile buffer, which the
+//    same two-pass reduction then consumes. Memory: y packed once per call
+//    (O(m d)) plus one tile per worker; never n x m.
+//
+// FMA: this file's AVX2 and AVX-512 copies are built with -mfma and use fused
+// multiply-adds explicitly (dot products, exp's polynomial, h - s*C), which
+// only removes roundings. Norms |x_i|^2 are accumulated with the same
+// operations in the same order as the dot products, so C_ii = 0 exactly when
+// x_i == y_j.
+#include "softmin.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <new>
+
+#include "softmin_simd.h"
+
+namespace fastot {
+namespace FASTOT_ISA {
+namespace {
+
+using simd::Simd;
+
+template <typename T>
+constexpr T kInf = std::numeric_limits<T>::infinity();
+
+// Tuning (float32/float64 n = m = 4096 on a 2-core AVX-512 machine):
+// elements of a row reduced per two-pass chunk (C and h chunks stay in L1)...
+template <typename T>
+constexpr int64_t kRowChunk = 8192 / sizeof(T);
+// ...target elements per row-direction task (tasks are blocks of whole rows)...
+constexpr int64_t kRowTaskElems = 32768;
+// ...columns per column-direction task at most, and rows per block there...
+template <typename T>
+constexpr int64_t kSlab = 2048 / sizeof(T);
+constexpr int64_t kColBlockRows = 16;
+// ...and tasks wanted per call before slabs get narrower than kSlab.
+constexpr int64_t kMinTasks = 16;
+
+// Aligned scratch. Not std::vector: out-of-line template code is merged across
+// this file's per-ISA copies by the linker, and could run AVX-512 code from
+// the generic copy.
+template <typename T>
+struct Buf {
+  T* p;
+  explicit Buf(int64_t count)
+      : p(static_cast<T*>(::operator new[](static_cast<size_t>(count > 0 ? count : 1) * sizeof(T),
+                                           std::align_val_t{64}))) {}
+  ~Buf() { ::operator delete[](p, std::align_val_t{64}); }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+};
+
+inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Prefetches the cache lines of [p, p + bytes) (a hint: never faults).
+template <int kBytes>
+FASTOT_INLINE void prefetch(const void* p) {
+#pragma GCC unroll 16
+  for (int q = 0; q < kBytes; q += 64) __builtin_prefetch(static_cast<const char*>(p) + q, 0, 3);
+}
+
+// The running sum of a log-sum-exp is kept as sum * exp(shift(M)), M the max
+// so far: shift is M, or 0 while every term was -inf (so v - shift is never
+// -inf - -inf).
+template <typename T>
+FASTOT_INLINE T shift_of(T M) {
+  return M == -kInf<T> ? T(0) : M;
+}
+
+// Folds a block into the running (M, sum): Mn = max(M, block max) (already in
+// M_new), block_sum = sum over the block of exp(v - shift_of(Mn)).
+template <typename T>
+FASTOT_INLINE void lse_merge(T& M, T& sum, T Mn, T block_sum) {
+  if (Mn > M) sum *= std::exp(M - shift_of(Mn));  // M = -inf: sum (0 or NaN) * 0
+  sum += block_sum;
+  M = Mn;
+}
+
+// ---------------------------------------------------------------------------
+// Dense, reduction along rows: out[i] = LSE_j (h[j] - s C[i, j]), rows [i0, i1).
+template <typename T>
+void lse_dense_rows(const T* C, const T* h, T s, int64_t m, int64_t i0, int64_t i1, T* out) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L;
+  const V vs = S::set1(s);
+  const V ninf = S::set1(-kInf<T>);
+  for (int64_t i = i0; i < i1; ++i) {
+    const T* c = C + i * m;
+    T M = -kInf<T>, sum = 0;
+    for (int64_t j0 = 0; j0 < m; j0 += kRowChunk<T>) {
+      const int64_t len = std::min(kRowChunk<T>, m - j0);
+      const int64_t full = len / L * L;
+      const T* cc = c + j0;
+      const T* hh = h + j0;
+      // Pass 1: the chunk's max (NaN terms are ignored here and caught by pass 2).
+      V a0 = ninf, a1 = ninf, a2 = ninf, a3 = ninf;
+      int64_t j = 0;
+      for (; j + 4 * L <= full; j += 4 * L) {
+        a0 = S::max(S::fnmadd(vs, S::loadu(cc + j), S::loadu(hh + j)), a0);
+        a1 = S::max(S::fnmadd(vs, S::loadu(cc + j + L), S::loadu(hh + j + L)), a1);
+        a2 = S::max(S::fnmadd(vs, S::loadu(cc + j + 2 * L), S::loadu(hh + j + 2 * L)), a2);
+        a3 = S::max(S::fnmadd(vs, S::loadu(cc + j + 3 * L), S::loadu(hh + j + 3 * L)), a3);
+      }
+      for (; j < full; j += L) a0 = S::max(S::fnmadd(vs, S::loadu(cc + j), S::loadu(hh + j)), a0);
+      // Tail lanes: C = 0, h = -inf, so v = -inf.
+      const bool tail = full < len;
+      const V ct = tail ? simd::load_partial(cc + full, len - full, T(0)) : S::zero();
+      const V ht = tail ? simd::load_partial(hh + full, len - full, -kInf<T>) : ninf;
+      a1 = S::max(S::fnmadd(vs, ct, ht), a1);
+      const T Mc = simd::hmax<T>(S::max(S::max(a0, a1), S::max(a2, a3)));
+      const T Mn = Mc > M ? Mc : M;
+      const V sh = S::set1(shift_of(Mn));
+      // Pass 2: sum of exp(v - shift), same v bit for bit.
+      V s0 = S::zero(), s1 = S::zero(), s2 = S::zero(), s3 = S::zero();
+      j = 0;
+      for (; j + 4 * L <= full; j += 4 * L) {
+        // Pass 2 is compute-bound: fetch the next chunk of C meanwhile (C is
+        // one contiguous array, so that is simply further on).
+        prefetch<4 * L * sizeof(T)>(cc + len + j);
+        s0 = S::add(s0, simd::exp<T>(S::sub(S::fnmadd(vs, S::loadu(cc + j), S::loadu(hh + j)), sh)));
+        s1 = S::add(s1, simd::exp<T>(S::sub(S::fnmadd(vs, S::loadu(cc + j + L), S::loadu(hh + j + L)), sh)));
+        s2 = S::add(s2, simd::exp<T>(
+                            S::sub(S::fnmadd(vs, S::loadu(cc + j + 2 * L), S::loadu(hh + j + 2 * L)), sh)));
+        s3 = S::add(s3, simd::exp<T>(
+                            S::sub(S::fnmadd(vs, S::loadu(cc + j + 3 * L), S::loadu(hh + j + 3 * L)), sh)));
+      }
+      for (; j < full; j += L)
+        s0 = S::add(s0, simd::exp<T>(S::sub(S::fnmadd(vs, S::loadu(cc + j), S::loadu(hh + j)), sh)));
+      if (tail) s1 = S::add(s1, simd::exp<T>(S::sub(S::fnmadd(vs, ct, ht), sh)));
+      lse_merge(M, sum, Mn, simd::hsum<T>(S::add(S::add(s0, s1), S::add(s2, s3))));
+    }
+    out[i] = shift_of(M) + std::log(sum);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Dense, reduction along columns: out[j] = LSE_i (h[i] - s C[i, j]) for the
+// slab of columns [j0, j0 + w), w <= kSlab, streaming the rows of C.
+template <typename T>
+void lse_dense_cols(const T* C, const T* h, T s, int64_t n, int64_t m, int64_t j0, int64_t w, T* out) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L;
+  constexpr int64_t kMaxV = kSlab<T> / L;
+  const int64_t full = w / L;                // whole vectors
+  const int64_t tail = w - full * L;         // columns in a last partial vector
+  const int64_t nv = full + (tail > 0);
+  const V vs = S::set1(s);
+  const V ninf = S::set1(-kInf<T>);
+  V M[kMaxV], SH[kMaxV], SUM[kMaxV], BM[kMaxV], BS[kMaxV], FAC[kMaxV];
+  for (int64_t g = 0; g < nv; ++g) {
+    M[g] = ninf;
+    SH[g] = S::zero();
+    SUM[g] = S::zero();
+  }
+  for (int64_t r0 = 0; r0 < n; r0 += kColBlockRows) {
+    const int64_t r1 = std::min(n, r0 + kColBlockRows);
+    // Pass 1: per-column max over the block of rows.
+    for (int64_t g = 0; g < nv; ++g) BM[g] = ninf;
+    for (int64_t i = r0; i < r1; ++i) {
+      const V hv = S::set1(h[i]);
+      const T* c = C + i * m + j0;
+      for (int64_t g = 0; g < full; ++g) BM[g] = S::max(S::fnmadd(vs, S::loadu(c + g * L), hv), BM[g]);
+      if (tail)  // lanes past w see C = 0: finite, ignored at the end
+        BM[full] = S::max(S::fnmadd(vs, simd::load_partial(c + full * L, tail, T(0)), hv), BM[full]);
+    }
+    bool grow = false;
+    for (int64_t g = 0; g < nv; ++g) grow |= S::any_gt(BM[g], M[g]);
+    if (grow) {
+      for (int64_t g = 0; g < nv; ++g) {
+        const V Mn = S::max(BM[g], M[g]);
+        const V shn = S::select_eq(Mn, ninf, S::zero(), Mn);
+        FAC[g] = simd::exp<T>(S::sub(M[g], shn));  // M = -inf: 0
+        M[g] = Mn;
+        SH[g] = shn;
+      }
+    }
+    // Pass 2: per-column sums of exp(v - shift) over the block, then fold in.
+    for (int64_t g = 0; g < nv; ++g) BS[g] = S::zero();
+    for (int64_t i = r0; i < r1; ++i) {
+      const V hv = S::set1(h[i]);
+      const T* c = C + i * m + j0;
+      // Pass 2 is compute-bound: fetch the same columns of the next block meanwhile.
+      const T* next = c + kColBlockRows * m;
+      for (int64_t g = 0; g < full; ++g) {
+        prefetch<L * sizeof(T)>(next + g * L);
+        BS[g] = S::add(BS[g], simd::exp<T>(S::sub(S::fnmadd(vs, S::loadu(c + g * L), hv), SH[g])));
+      }
+      if (tail)
+        BS[full] = S::add(
+            BS[full],
+            simd::exp<T>(S::sub(S::fnmadd(vs, simd::load_partial(c + full * L, tail, T(0)), hv), SH[full])));
+    }
+    for (int64_t g = 0; g < nv; ++g) SUM[g] = grow ? S::fmadd(SUM[g], FAC[g], BS[g]) : S::add(SUM[g], BS[g]);
+  }
+  for (int64_t g = 0; g < nv; ++g) {
+    alignas(64) T sh[L], sm[L];
+    S::store(sh, SH[g]);
+    S::store(sm, SUM[g]);
+    const int64_t cnt = std::min<int64_t>(L, w - g * L);
+    for (int64_t l = 0; l < cnt; ++l) out[j0 + g * L + l] = sh[l] + std::log(sm[l]);
+  }
+}
+
+template <typename T>
+void lse_dense_impl(const T* C, const T* h, const T* scale, int64_t B, int64_t n, int64_t m, bool transpose,
+                    T* out, int n_threads) {
+  if (!transpose) {
+    const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(256, kRowTaskElems / std::max<int64_t>(m, 1)));
+    const int64_t per = ceil_div(n, rows);
+    parallel_for(B * per, n_threads, [&](int64_t t, int) {
+      const int64_t b = t / per, i0 = (t % per) * rows, i1 = std::min(n, i0 + rows);
+      lse_dense_rows<T>(C + b * n * m, h + b * m, scale[b], m, i0, i1, out + b * n);
+    });
+    return;
+  }
+  // Slab width: kSlab, or narrower (never below 4 vectors) so that a small
+  // batch still gives kMinTasks tasks. Per-column arithmetic does not depend
+  // on the width, so results do not either.
+  constexpr int L = Simd<T>::L;
+  const int64_t want = ceil_div(kMinTasks, std::max<int64_t>(B, 1));
+  const int64_t w = std::min<int64_t>(kSlab<T>, std::max<int64_t>(4 * L, ceil_div(ceil_div(m, want), L) * L));
+  const int64_t per = ceil_div(m, w);
+  parallel_for(B * per, n_threads, [&](int64_t t, int) {
+    const int64_t b = t / per, j0 = (t % per) * w;
+    lse_dense_cols<T>(C + b * n * m, h + b * n, scale[b], n, m, j0, std::min(w, m - j0), out + b * m);
+  });
+}
+
+// ---------------------------------------------------------------------------
+// Online squared-Euclidean cost.
+
+template <typename T>
+struct Tiles {
+  static constexpr int L = Simd<T>::L, MR = Simd<T>::kMR, NR = Simd<T>::kNRv * L;
+  static constexpr int64_t MB = MR * 8;                        // rows per task
+  static constexpr int64_t NB = NR * ((768 + NR - 1) / NR);   // columns per tile
+  static constexpr int64_t KC = 512 / sizeof(T);              // depth per pass of the micro-kernel
+};
+
+// Cost-to-exponent epilogue shared by the micro-kernel: C = max(0, xx + yy -
+// 2 D) (NaN passes), v = h - s C.
+template <typename T>
+struct CostArgs {
+  const T* xx;   // |x_i|^2 of the micro-tile's rows
+  const T* yy;   // |y_j|^2 of its columns
+  const T* h;    // h of its columns (-inf past m)
+  T s;
+  typename Simd<T>::V* vmax;  // per-row running max vectors of the micro-tile's rows
+};
+
+// acc[r][c] (+)= sum_k xr[r][k] * yp[k * NR + c] for MR rows and NR columns.
+// first: start from 0, else from out. kLast: instead of the dot products, write
+// the exponents v = h - s C to out[r * ldo + c] and fold them into vmax[r].
+template <typename T, bool kLast>
+FASTOT_INLINE void micro_kernel(const T* const* xr, const T* yp, int64_t kl, T* out, int64_t ldo, bool first,
+                                const CostArgs<T>& ca) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int MR = S::kMR, NV = S::kNRv, L = S::L, NR = NV * L;
+  V acc[MR][NV];
+#pragma GCC unroll 16
+  for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+    for (int c = 0; c < NV; ++c) acc[r][c] = first ? S::zero() : S::load(out + r * ldo + c * L);
+  for (int64_t k = 0; k < kl; ++k) {
+    V yv[NV];
+#pragma GCC unroll 16
+    for (int c = 0; c < NV; ++c) yv[c] = S::load(yp + k * NR + c * L);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const V xb = S::set1(xr[r][k]);
+#pragma GCC unroll 16
+      for (int c = 0; c < NV; ++c) acc[r][c] = S::fmadd(xb, yv[c], acc[r][c]);
+    }
+  }
+  if constexpr (!kLast) {
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 16
+      for (int c = 0; c < NV; ++c) S::store(out + r * ldo + c * L, acc[r][c]);
+  } else {
+    const V two = S::set1(T(2)), vs = S::set1(ca.s);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r) {
+      const V xv = S::set1(ca.xx[r]);
+      V mx = ca.vmax[r];
+#pragma GCC unroll 16
+      for (int c = 0; c < NV; ++c) {
+        const V cst = S::max(S::zero(), S::fnmadd(two, acc[r][c], S::add(xv, S::load(ca.yy + c * L))));
+        const V v = S::fnmadd(vs, cst, S::load(ca.h + c * L));
+        S::store(out + r * ldo + c * L, v);
+        mx = S::max(v, mx);
+      }
+      ca.vmax[r] = mx;
+    }
+  }
+}
+
+// |p|^2 with the micro-kernel's operations and order (see the file comment).
+template <typename T>
+FASTOT_INLINE T sqnorm(const T* p, int64_t d) {
+  T acc = 0;
+  for (int64_t k = 0; k < d; ++k) acc = simd::fmadd_scalar(p[k], p[k], acc);
+  return acc;
+}
+
+// Packs problem y (m, d) into panels of NR columns: yp[p][k][c] = y[p NR + c][k]
+// (0 past m), and yy[j] = |y_j|^2, hp[j] = h[j] (0 and -inf past m).
+template <typename T>
+void pack_y(const T* y, const T* h, int64_t m, int64_t d, int64_t p0, int64_t p1, T* yp, T* yy, T* hp) {
+  constexpr int NR = Tiles<T>::NR;
+  for (int64_t p = p0; p < p1; ++p) {
+    T* dst = yp + p * d * NR;
+    for (int c = 0; c < NR; ++c) {
+      const int64_t j = p * NR + c;
+      if (j < m) {
+        const T* src = y + j * d;
+        for (int64_t k = 0; k < d; ++k) dst[k * NR + c] = src[k];
+        yy[j] = sqnorm(src, d);
+        hp[j] = h[j];
+      } else {
+        for (int64_t k = 0; k < d; ++k) dst[k * NR + c] = 0;
+        yy[j] = 0;
+        hp[j] = -kInf<T>;
+      }
+    }
+  }
+}
+
+// Rows [i0, i1) (at most MB) of one problem: out[i] = LSE_j (hp[j] - s max(0,
+// |x_i|^2 + yy[j] - 2 <x_i, y_j>)). buf: MB x NB scratch.
+template <typename T>
+void lse_sqeuclidean_rows(const T* x, const T* yp, const T* yy, const T* hp, T s, int64_t m_pad, int64_t d,
+                          int64_t i0, int64_t i1, T* out, T* buf) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  using Tl = Tiles<T>;
+  constexpr int L = Tl::L, MR = Tl::MR, NR = Tl::NR;
+  constexpr int64_t MB = Tl::MB, NB = Tl::NB, KC = Tl::KC;
+  const int64_t rows = i1 - i0;
+  const int64_t groups = ceil_div(rows, MR);
+  alignas(64) T xx[MB];
+  T M[MB], sum[MB];
+  V vmax[MB];
+  for (int64_t r = 0; r < groups * MR; ++r) xx[r] = sqnorm(x + std::min(i0 + r, i1 - 1) * d, d);
+  for (int64_t r = 0; r < rows; ++r) {
+    M[r] = -kInf<T>;
+    sum[r] = 0;
+  }
+  const V ninf = S::set1(-kInf<T>);
+  for (int64_t jt = 0; jt < m_pad; jt += NB) {
+    const int64_t nb = std::min(NB, m_pad - jt);  // a multiple of NR
+    for (int64_t r = 0; r < groups * MR; ++r) vmax[r] = ninf;
+    // Exponents v = h - s C of the row block against the column tile, via the
+    // dot products (depth blocks of KC), and each row's max over the tile.
+    for (int64_t kc = 0; kc == 0 || kc < d; kc += KC) {
+      const int64_t kl = std::min(KC, d - kc);
+      const bool last = kc + KC >= d;
+      auto tile = [&](int64_t p, int64_t g) {
+        const T* panel = yp + (jt / NR + p) * d * NR + kc * NR;
+        const T* xr[MR];
+        for (int r = 0; r < MR; ++r) {
+          const int64_t i = std::min(i0 + g * MR + r, i1 - 1);  // rows past i1 repeat the last
+          xr[r] = x + i * d + kc;
+        }
+        T* o = buf + g * MR * NB + p * NR;
+        if (last) {
+          const CostArgs<T> ca{xx + g * MR, yy + jt + p * NR, hp + jt + p * NR, s, vmax + g * MR};
+          micro_kernel<T, true>(xr, panel, kl, o, NB, kc == 0, ca);
+        } else {
+          micro_kernel<T, false>(xr, panel, kl, o, NB, kc == 0, CostArgs<T>{});
+        }
+      };
+      // One depth block (d <= KC): each y panel stays in L1 while all row groups
+      // use it. Several: each row group's KC-slice of x stays in L1 while it
+      // meets every panel of the tile (from L2).
+      if (d <= KC) {
+        for (int64_t p = 0; p < nb / NR; ++p)
+          for (int64_t g = 0; g < groups; ++g) tile(p, g);
+      } else {
+        for (int64_t g = 0; g < groups; ++g)
+          for (int64_t p = 0; p < nb / NR; ++p) tile(p, g);
+      }
+    }
+    // Pass 2 of each row's log-sum-exp over the tile.
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* row = buf + r * NB;
+      const T Mc = simd::hmax<T>(vmax[r]);
+      const T Mn = Mc > M[r] ? Mc : M[r];
+      const V sh = S::set1(shift_of(Mn));
+      V s0 = S::zero(), s1 = S::zero();
+      int64_t j = 0;
+      for (; j + 2 * L <= nb; j += 2 * L) {
+        s0 = S::add(s0, simd::exp<T>(S::sub(S::load(row + j), sh)));
+        s1 = S::add(s1, simd::exp<T>(S::sub(S::load(row + j + L), sh)));
+      }
+      if (j < nb) s0 = S::add(s0, simd::exp<T>(S::sub(S::load(row + j), sh)));
+      lse_merge(M[r], sum[r], Mn, simd::hsum<T>(S::add(s0, s1)));
+    }
+  }
+  for (int64_t r = 0; r < rows; ++r) out[i0 + r] = shift_of(M[r]) + std::log(sum[r]);
+}
+
+template <typename T>
+void lse_sqeuclidean_impl(const T* x, const T* y, const T* h, const T* scale, int64_t B, int64_t n, int64_t m,
+                          int64_t d, T* out, int n_threads) {
+  using Tl = Tiles<T>;
+  constexpr int NR = Tl::NR;
+  if (B == 0 || n == 0) return;
+  const int64_t panels = ceil_div(m, NR);
+  const int64_t m_pad = panels * NR;
+  Buf<T> yp(B * m_pad * d), yy(B * m_pad), hp(B * m_pad);
+  constexpr int64_t kPanelsPerTask = 16;
+  const int64_t ptasks = std::max<int64_t>(1, ceil_div(panels, kPanelsPerTask));
+  parallel_for(B * ptasks, n_threads, [&](int64_t t, int) {
+    const int64_t b = t / ptasks, p0 = (t % ptasks) * kPanelsPerTask;
+    const int64_t p1 = std::min(panels, p0 + kPanelsPerTask);
+    pack_y<T>(y + b * m * d, h + b * m, m, d, p0, p1, yp.p + b * m_pad * d, yy.p + b * m_pad, hp.p + b * m_pad);
+  });
+  const int64_t per = ceil_div(n, Tl::MB);
+  const int workers = n_workers(B * per, n_threads);
+  Buf<T> tiles(workers * Tl::MB * Tl::NB);
+  parallel_for(B * per, n_threads, [&](int64_t t, int w) {
+    const int64_t b = t / per, i0 = (t % per) * Tl::MB, i1 = std::min(n, i0 + Tl::MB);
+    lse_sqeuclidean_rows<T>(x + b * n * d, yp.p + b * m_pad * d, yy.p + b * m_pad, hp.p + b * m_pad, scale[b],
+                            m_pad, d, i0, i1, out + b * n, tiles.p + w * Tl::MB * Tl::NB);
+  });
+}
+
+}  // namespace
+
+template <typename T>
+void lse_dense(const T* C, const T* h, const T* scale, int64_t B, int64_t n, int64_t m, bool transpose, T* out,
+               int n_threads) {
+  lse_dense_impl<T>(C, h, scale, B, n, m, transpose, out, n_threads);
+}
+
+template <typename T>
+void lse_sqeuclidean(const T* x, const T* y, const T* h, const T* scale, int64_t B, int64_t n, int64_t m,
+                     int64_t d, T* out, int n_threads) {
+  lse_sqeuclidean_impl<T>(x, y, h, scale, B, n, m, d, out, n_threads);
+}
+
+template <typename T>
+void exp_approx(const T* x, int64_t count, T* out, bool full_range) {
+  using S = Simd<T>;
+  constexpr int L = S::L;
+  int64_t k = 0;
+  for (; k + L <= count; k += L)
+    S::storeu(out + k, full_range ? simd::exp<T, true>(S::loadu(x + k)) : simd::exp<T, false>(S::loadu(x + k)));
+  if (k < count) {
+    alignas(64) T t[L];
+    const auto v = simd::load_partial(x + k, count - k, T(0));
+    S::store(t, full_range ? simd::exp<T, true>(v) : simd::exp<T, false>(v));
+    for (int64_t l = 0; l < count - k; ++l) out[k + l] = t[l];
+  }
+}
+
+template void lse_dense<float>(const float*, const float*, const float*, int64_t, int64_t, int64_t, bool, float*,
+                               int);
+template void lse_dense<double>(const double*, const double*, const double*, int64_t, int64_t, int64_t, bool,
+                                double*, int);
+template void lse_sqeuclidean<float>(const float*, const float*, const float*, const float*, int64_t, int64_t,
+                                     int64_t, int64_t, float*, int);
+template void lse_sqeuclidean<double>(const double*, const double*, const double*, const double*, int64_t,
+                                      int64_t, int64_t, int64_t, double*, int);
+template void exp_approx<float>(const float*, int64_t, float*, bool);
+template void exp_approx<double>(const double*, int64_t, double*, bool);
+
+}  // namespace FASTOT_ISA
+}  // namespace fastot
