@@ -11,7 +11,7 @@ With ``C (B, n, m)`` a cost (given, or ``C_ij = |x_i - y_j|^2`` from two point c
 
 The column direction of the point-cloud kernels is the same call with ``x`` and ``y`` swapped.
 
-Kernels (one program = one block of output rows x one chunk of the reduced axis x one problem):
+Kernels (one program = one block of output rows of one problem x one chunk of the reduced axis):
 - online max/rescale over tiles of the reduced axis (flash-attention style): nothing of size
   ``n x m`` is written; the squared-Euclidean kernels build each cost tile from ``x . y^T`` with
   ``tl.dot`` plus precomputed squared norms, clamped at 0 against cancellation;
@@ -66,6 +66,24 @@ _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 # --------------------------------------------------------------------------------------------------
 # kernels (plain functions; decorated with triton.jit on first use, see _kernel)
+#
+# The kernels call only Triton builtins (no @triton.jit helpers of triton.language such as tl.max,
+# tl.sum, tl.cdiv, tl.zeros): when triton was imported before TRITON_INTERPRET=1 was set, those helpers are
+# compiled-mode functions that the interpreter cannot call. Row reductions are tl.reduce with the
+# standard library's own combine functions, which the interpreter recognises (numpy fast path) and
+# which compile exactly as tl.max / tl.sum do.
+
+
+def _max_combine_fallback(a, b):
+    return tl.maximum(a, b)
+
+
+def _sum_combine_fallback(a, b):
+    return a + b
+
+
+_max_combine = getattr(tl.standard, "_elementwise_max", None)
+_sum_combine = getattr(tl.standard, "_sum_combine", None)
 
 
 def _lse_dense_kernel(
@@ -89,16 +107,19 @@ def _lse_dense_kernel(
     # out[b, s, r] = log sum_{k in chunk s} exp(h[b, k] - scale[b] * C[b, r, k]); the strides say
     # which axis of C is r (rows, or columns for the transposed direction).
     acc_ty = H.dtype.element_ty
-    pid_r = tl.program_id(0)
+    # axis 0 walks the row blocks of problem 0, then of problem 1, ... (no 65535 limit on B)
+    n_rb = (R + BLOCK_M - 1) // BLOCK_M
+    pid = tl.program_id(0)
+    b = (pid // n_rb).to(tl.int64)
+    pid_r = pid % n_rb
     pid_s = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
     rows = pid_r.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < R
     scale = tl.load(S + b).to(acc_ty)
     c_rows = C + b * stride_cb + rows[:, None] * stride_cr
     h_base = H + b * stride_hb
     m_i = tl.full([BLOCK_M], float("-inf"), acc_ty)
-    l_i = tl.zeros([BLOCK_M], acc_ty)
+    l_i = tl.full([BLOCK_M], 0.0, acc_ty)
     k_start = pid_s.to(tl.int64) * CHUNK
     k_end = tl.minimum(k_start + CHUNK, K)
     for k0 in range(k_start, k_end, BLOCK_N):
@@ -109,9 +130,9 @@ def _lse_dense_kernel(
             c_rows + cols[None, :] * stride_ck, mask=rmask[:, None] & cmask[None, :], other=float("inf")
         ).to(acc_ty)
         z = h[None, :] - scale * c
-        m_new = tl.maximum(m_i, tl.max(z, axis=1))
+        m_new = tl.maximum(m_i, tl.reduce(z, 1, _max_combine))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        l_i = l_i * tl.exp(m_i - m_use) + tl.sum(tl.exp(z - m_use[:, None]), axis=1)
+        l_i = l_i * tl.exp(m_i - m_use) + tl.reduce(tl.exp(z - m_use[:, None]), 1, _sum_combine)
         m_i = m_new
     out = tl.where(l_i > 0, m_i + tl.log(tl.where(l_i > 0, l_i, 1.0)), float("-inf"))
     tl.store(OUT + b * stride_ob + pid_s * stride_os + rows, out, mask=rmask)
@@ -148,9 +169,11 @@ def _lse_sqeuclidean_kernel(
 ):
     # out[b, s, i] = log sum_{j in chunk s} exp(h[b, j] - scale[b] * max(x2_i + y2_j - 2 x_i . y_j, 0))
     acc_ty = H.dtype.element_ty
-    pid_m = tl.program_id(0)
+    n_rb = (N + BLOCK_M - 1) // BLOCK_M
+    pid = tl.program_id(0)
+    b = (pid // n_rb).to(tl.int64)
+    pid_m = pid % n_rb
     pid_s = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
     rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     rmask = rows < N
     dofs = tl.arange(0, BLOCK_D)
@@ -165,7 +188,7 @@ def _lse_sqeuclidean_kernel(
     h_base = H + b * stride_hb
     y2_base = Y2 + b * stride_y2b
     m_i = tl.full([BLOCK_M], float("-inf"), acc_ty)
-    l_i = tl.zeros([BLOCK_M], acc_ty)
+    l_i = tl.full([BLOCK_M], 0.0, acc_ty)
     k_start = pid_s.to(tl.int64) * CHUNK
     k_end = tl.minimum(k_start + CHUNK, M)
     for k0 in range(k_start, k_end, BLOCK_N):
@@ -178,7 +201,7 @@ def _lse_sqeuclidean_kernel(
             ).to(acc_ty)
             xy = tl.dot(xt, tl.trans(yt), input_precision=PRECISION, out_dtype=acc_ty)
         else:
-            xy = tl.zeros([BLOCK_M, BLOCK_N], acc_ty)
+            xy = tl.full([BLOCK_M, BLOCK_N], 0.0, acc_ty)
             for d0 in range(0, D, BLOCK_D):
                 dmask = (d0 + dofs) < D
                 xd = tl.load(
@@ -192,9 +215,9 @@ def _lse_sqeuclidean_kernel(
         h = tl.load(h_base + cols, mask=cmask, other=float("-inf")).to(acc_ty)
         c = tl.maximum(x2[:, None] + y2[None, :] - 2.0 * xy, 0.0)
         z = h[None, :] - scale * c
-        m_new = tl.maximum(m_i, tl.max(z, axis=1))
+        m_new = tl.maximum(m_i, tl.reduce(z, 1, _max_combine))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        l_i = l_i * tl.exp(m_i - m_use) + tl.sum(tl.exp(z - m_use[:, None]), axis=1)
+        l_i = l_i * tl.exp(m_i - m_use) + tl.reduce(tl.exp(z - m_use[:, None]), 1, _sum_combine)
         m_i = m_new
     out = tl.where(l_i > 0, m_i + tl.log(tl.where(l_i > 0, l_i, 1.0)), float("-inf"))
     tl.store(OUT + b * stride_ob + pid_s * stride_os + rows, out, mask=rmask)
@@ -241,10 +264,12 @@ def _apply_sqeuclidean_kernel(
     # out[b, s, i, k] = sum_{j in chunk s} exp(hr_i + hc_j - scale * C_ij) v[b, j, k], accumulated
     # as exp(hr_i + m_i) * sum_j exp(hc_j - scale * C_ij - m_i) v_jk with a running row max m_i.
     acc_ty = HR.dtype.element_ty
-    pid_m = tl.program_id(0)
+    n_rb = (N + BLOCK_M - 1) // BLOCK_M
+    pid = tl.program_id(0)
+    b = (pid // n_rb).to(tl.int64)
+    pid_m = pid % n_rb
     pid_sk = tl.program_id(1)
-    b = tl.program_id(2).to(tl.int64)
-    n_kb = tl.cdiv(KV, BLOCK_K)
+    n_kb = (KV + BLOCK_K - 1) // BLOCK_K
     pid_s = pid_sk // n_kb
     pid_k = pid_sk % n_kb
     rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -264,7 +289,7 @@ def _apply_sqeuclidean_kernel(
     hc_base = HC + b * stride_hcb
     y2_base = Y2 + b * stride_y2b
     m_i = tl.full([BLOCK_M], float("-inf"), acc_ty)
-    acc = tl.zeros([BLOCK_M, BLOCK_K], acc_ty)
+    acc = tl.full([BLOCK_M, BLOCK_K], 0.0, acc_ty)
     k_start = pid_s.to(tl.int64) * CHUNK
     k_end = tl.minimum(k_start + CHUNK, M)
     for k0 in range(k_start, k_end, BLOCK_N):
@@ -277,7 +302,7 @@ def _apply_sqeuclidean_kernel(
             ).to(acc_ty)
             xy = tl.dot(xt, tl.trans(yt), input_precision=PRECISION, out_dtype=acc_ty)
         else:
-            xy = tl.zeros([BLOCK_M, BLOCK_N], acc_ty)
+            xy = tl.full([BLOCK_M, BLOCK_N], 0.0, acc_ty)
             for d0 in range(0, D, BLOCK_D):
                 dmask = (d0 + dofs) < D
                 xd = tl.load(
@@ -291,7 +316,7 @@ def _apply_sqeuclidean_kernel(
         hc = tl.load(hc_base + cols, mask=cmask, other=float("-inf")).to(acc_ty)
         c = tl.maximum(x2[:, None] + y2[None, :] - 2.0 * xy, 0.0)
         z = hc[None, :] - scale * c
-        m_new = tl.maximum(m_i, tl.max(z, axis=1))
+        m_new = tl.maximum(m_i, tl.reduce(z, 1, _max_combine))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
         p = tl.exp(z - m_use[:, None])
         vt = tl.load(
@@ -339,6 +364,13 @@ def interpreting() -> bool:
 def _kernel(name: str, interpret: bool):
     """The autotuned kernel ``name``: one fixed config under the interpreter (where autotuning with
     several configs cannot time anything), a few on a GPU, keyed on the sizes."""
+    global _max_combine, _sum_combine
+    if (
+        _max_combine is None
+    ):  # not in this triton version's standard library: our own (slower when interpreted)
+        _max_combine = triton.jit(_max_combine_fallback)
+    if _sum_combine is None:
+        _sum_combine = triton.jit(_sum_combine_fallback)
     tuples = [_INTERPRET_CONFIG] if interpret else _GPU_CONFIGS[name]
     configs = [
         triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in tuples
@@ -465,7 +497,7 @@ def lse_dense(
     stride_cr, stride_ck = (C.stride(2), C.stride(1)) if transpose else (C.stride(1), C.stride(2))
 
     def grid(meta):
-        return (triton.cdiv(R, meta["BLOCK_M"]), S, B)
+        return (B * triton.cdiv(R, meta["BLOCK_M"]), S)
 
     _launch(kernel, wrap)[grid](
         C, h, s, part, R, K, chunk,
@@ -566,7 +598,7 @@ def lse_sqeuclidean(
     part = torch.empty(B, S, n, dtype=acc, device=x.device)
 
     def grid(meta):
-        return (triton.cdiv(n, meta["BLOCK_M"]), S, B)
+        return (B * triton.cdiv(n, meta["BLOCK_M"]), S)
 
     _launch(kernel, wrap)[grid](
         x, y, xn, yn, h, s, part, n, m, D, chunk,
@@ -633,7 +665,7 @@ def apply_sqeuclidean(
     part = torch.empty(B, S, n, KV, dtype=acc, device=x.device)
 
     def grid(meta):
-        return (triton.cdiv(n, meta["BLOCK_M"]), S * n_kb, B)
+        return (B * triton.cdiv(n, meta["BLOCK_M"]), S * n_kb)
 
     _launch(kernel, wrap)[grid](
         x, y, xn, yn, hr, hc, s, v, part, n, m, D, KV, chunk,

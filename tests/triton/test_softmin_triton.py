@@ -380,3 +380,38 @@ def test_apply_sqeuclidean_low_precision_and_marginals(device, seed):
     assert_matches(out, ref, atol=1e-5 * float(ref.abs().max()), rtol=1e-5)
     row_mass = torch.exp(hr.to(F64) + ref_lse_sq(x, y, hc, s))
     assert_matches(out[..., 0], row_mass, atol=1e-5 * float(row_mass.abs().max()), rtol=1e-5)
+
+
+_LATE_INTERPRET_SCRIPT = """
+import os
+import triton.language  # imported before TRITON_INTERPRET is set, as a full test session may do
+os.environ["TRITON_INTERPRET"] = "1"
+import torch
+from fastot._triton import apply_sqeuclidean, lse_dense, lse_sqeuclidean
+g = torch.Generator().manual_seed(0)
+x, y = torch.randn(2, 19, 3, generator=g), torch.randn(2, 21, 3, generator=g)
+h, hr = torch.randn(2, 21, generator=g), torch.randn(2, 19, generator=g)
+C = ((x[:, :, None] - y[:, None]) ** 2).sum(-1)
+ref = torch.logsumexp(h[:, None] - 0.5 * C, 2)
+torch.testing.assert_close(lse_sqeuclidean(x, y, h, 0.5), ref, atol=1e-4, rtol=1e-5)
+torch.testing.assert_close(lse_dense(C, h, 0.5), ref, atol=1e-4, rtol=1e-5)
+P = torch.exp(hr[:, :, None] + h[:, None] - 0.5 * C)
+v = torch.randn(2, 21, 2, generator=g)
+torch.testing.assert_close(apply_sqeuclidean(x, y, hr, h, 0.5, v), P @ v, atol=1e-4, rtol=1e-4)
+print("OK")
+"""
+
+
+@pytest.mark.skipif(not INTERPRET, reason="interpreter only")
+def test_interpreter_works_when_triton_was_imported_first():
+    """The kernels call no @triton.jit helper of triton.language, which would be compiled-mode
+    functions (uncallable in the interpreter) when triton was imported before TRITON_INTERPRET=1."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _LATE_INTERPRET_SCRIPT], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
