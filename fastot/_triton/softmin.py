@@ -338,9 +338,9 @@ def _apply_sqeuclidean_kernel(
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages); every BLOCK_N divides _COL_QUANTUM.
 _GPU_CONFIGS: dict[str, list[tuple[int, int, int, int]]] = {
-    "lse_dense": [(64, 64, 4, 3), (128, 32, 4, 3), (32, 128, 4, 3), (64, 128, 8, 3)],
-    "lse_sqeuclidean": [(128, 64, 4, 3), (128, 128, 8, 3), (64, 64, 4, 3), (64, 128, 4, 3)],
-    "apply_sqeuclidean": [(64, 64, 4, 3), (128, 64, 8, 3), (64, 32, 4, 2)],
+    "lse_dense": [(64, 64, 4, 3), (128, 32, 4, 3), (32, 128, 4, 3)],
+    "lse_sqeuclidean": [(128, 64, 4, 3), (64, 64, 4, 3), (128, 128, 8, 3)],
+    "apply_sqeuclidean": [(64, 64, 4, 3), (128, 64, 8, 3)],
 }
 _INTERPRET_CONFIG = (16, 16, 1, 1)
 _KEYS: dict[str, list[str]] = {

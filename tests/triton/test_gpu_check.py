@@ -61,3 +61,52 @@ def test_without_cuda_exits_cleanly(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "no CUDA device" in proc.stdout
     assert not (tmp_path / "out").exists()
+
+
+def _load_gpu_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_gpu_check_under_test", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+class _BrokenKernels:
+    """Stands in for fastot._triton.softmin: one kernel raises, one is wrong, one has a bad shape."""
+
+    @staticmethod
+    def lse_dense(C, h, scale, transpose=False, **kwargs):
+        raise RuntimeError("boom: illegal memory access")
+
+    @staticmethod
+    def lse_sqeuclidean(x, y, h, scale, **kwargs):
+        return torch.zeros(x.shape[0], x.shape[1])
+
+    @staticmethod
+    def apply_sqeuclidean(x, y, hr, hc, scale, v, **kwargs):
+        return torch.zeros(1)
+
+
+def test_failures_are_caught_and_reported(capsys):
+    gc = _load_gpu_check()
+    report = gc.Report()
+    cpu = torch.device("cpu")
+    gc.run_checks(torch, _BrokenKernels, None, cpu, report, smoke=True, quick=True)
+    gc.run_timing(torch, _BrokenKernels, cpu, report, smoke=True, quick=True, deadline=float("inf"))
+    by = {}
+    for r in report.rows:
+        by.setdefault(r.provider, set()).add(r.status)
+    assert by["fastot lse_dense"] == {"ERROR"}
+    assert by["fastot lse_sqeuclidean ieee"] == {"FAIL"}
+    assert by["fastot apply_sqeuclidean"] == {"ERROR"}
+    assert by["fastot.linear_sum_assignment"] == {"ERROR"}  # no fastot module given
+    assert by["fastot online ieee"] == {"FAIL"} and by["fastot dense lse_dense"] == {"ERROR"}
+    assert by["torch dense logsumexp"] == {"ok"}
+    dense_err = next(r for r in report.rows if r.provider == "fastot lse_dense")
+    assert "RuntimeError: boom: illegal memory access" in dense_err.detail and "boom" in dense_err.trace
+    assert report.failed
+    gc.print_table({"mode": "test", "device": "cpu"}, report, None)
+    out = capsys.readouterr().out
+    assert "not ok:" in out and "ERROR" in out and "FAIL" in out
