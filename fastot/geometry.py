@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from .ops.softmin import lse, lse_dense, lse_dense_impl, lse_sqeuclidean, lse_sqeuclidean_impl
+
 __all__ = ["DenseGeometry", "Geometry", "PointCloudGeometry"]
 
 
@@ -60,10 +62,11 @@ def _plan_block(log_kernel: torch.Tensor) -> torch.Tensor:
 
 
 class DenseGeometry(Geometry):
-    """A materialised cost ``C (B, n, m)`` (float32 or float64)."""
+    """A materialised cost ``C (B, n, m)`` (float32 or float64); the reductions are the
+    ``fastot::lse_dense`` op (C++ on CPU, Triton on CUDA), one pass over ``C`` each."""
 
     def __init__(self, C: torch.Tensor):
-        self.C = C
+        self.C = C.contiguous()
         self.batch, self.n, self.m = C.shape
         self.dtype, self.device = C.dtype, C.device
 
@@ -71,10 +74,10 @@ class DenseGeometry(Geometry):
         return hr[:, :, None] + hc[:, None, :] - scale[:, None, None] * self.C
 
     def lse_rows(self, h, scale):
-        return torch.logsumexp(h[:, None, :] - scale[:, None, None] * self.C, dim=2)
+        return lse(lse_dense, lse_dense_impl, self.C, h.contiguous(), scale.contiguous(), False)
 
     def lse_cols(self, h, scale):
-        return torch.logsumexp(h[:, :, None] - scale[:, None, None] * self.C, dim=1)
+        return lse(lse_dense, lse_dense_impl, self.C, h.contiguous(), scale.contiguous(), True)
 
     def plan(self, hr, hc, scale):
         return _plan_block(self._log_kernel(hr, hc, scale))
@@ -92,13 +95,15 @@ class DenseGeometry(Geometry):
 
 
 class PointCloudGeometry(Geometry):
-    """Squared Euclidean cost between ``x (B, n, d)`` and ``y (B, m, d)``, in blocks of rows.
+    """Squared Euclidean cost between ``x (B, n, d)`` and ``y (B, m, d)``, never stored.
 
-    Peak memory is ``O((n + m) d + block * max(n, m))``: the ``n x m`` cost is never stored.
+    The per-iteration reductions are the ``fastot::lse_sqeuclidean`` op (tiles of the cost computed
+    in registers: memory ``O((n + m) d)``); the once-per-solve products (``apply``, ``<P, C>``) go
+    through blocks of ``block`` rows (memory ``O(block * max(n, m))``).
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, block: int = 1024):
-        self.x, self.y = x, y
+        self.x, self.y = x.contiguous(), y.contiguous()
         self.batch, self.n, _ = x.shape
         self.m = y.shape[1]
         self.dtype, self.device = x.dtype, x.device
@@ -118,18 +123,11 @@ class PointCloudGeometry(Geometry):
             rows = slice(start, min(start + self.block, a.shape[1]))
             yield rows, self._cost(a[:, rows], a2[:, rows], b, b2)
 
-    def _lse(self, h, scale, transpose):
-        out = [
-            torch.logsumexp(h[:, None, :] - scale[:, None, None] * C, dim=2)
-            for _, C in self._blocks(transpose)
-        ]
-        return torch.cat(out, dim=1)
-
     def lse_rows(self, h, scale):
-        return self._lse(h, scale, transpose=False)
+        return lse(lse_sqeuclidean, lse_sqeuclidean_impl, self.x, self.y, h.contiguous(), scale.contiguous())
 
     def lse_cols(self, h, scale):
-        return self._lse(h, scale, transpose=True)
+        return lse(lse_sqeuclidean, lse_sqeuclidean_impl, self.y, self.x, h.contiguous(), scale.contiguous())
 
     def plan(self, hr, hc, scale):
         C = self._cost(self.x, self.x2, self.y, self.y2)

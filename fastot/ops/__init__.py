@@ -11,10 +11,13 @@ from collections.abc import Callable
 import torch
 
 from .assignment import sample_inputs_linear_sum_assignment, sample_inputs_solve_assignment
+from .softmin import sample_inputs_lse_dense, sample_inputs_lse_sqeuclidean
 
 __all__ = ["OPS"]
 
 OPS: list[tuple[torch._ops.OpOverload, Callable[..., list[tuple[tuple, dict]]]]] = [
     (torch.ops.fastot.linear_sum_assignment.default, sample_inputs_linear_sum_assignment),
     (torch.ops.fastot.solve_assignment.default, sample_inputs_solve_assignment),
+    (torch.ops.fastot.lse_dense.default, sample_inputs_lse_dense),
+    (torch.ops.fastot.lse_sqeuclidean.default, sample_inputs_lse_sqeuclidean),
 ]
