@@ -113,21 +113,26 @@ def _lse_dense_kernel(
     b = (pid // n_rb).to(tl.int64)
     pid_r = pid % n_rb
     pid_s = tl.program_id(1)
-    rows = pid_r.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    r0 = pid_r.to(tl.int64) * BLOCK_M
+    ri = tl.arange(0, BLOCK_M)
+    ci = tl.arange(0, BLOCK_N)
+    rows = r0 + ri
     rmask = rows < R
     scale = tl.load(S + b).to(acc_ty)
-    c_rows = C + b * stride_cb + rows[:, None] * stride_cr
+    # 64-bit scalar base + 32-bit offsets inside the tile (fewer registers than 64-bit offsets)
+    c_base = C + b * stride_cb + r0 * stride_cr
+    c_offs = ri[:, None] * stride_cr + ci[None, :] * stride_ck
     h_base = H + b * stride_hb
     m_i = tl.full([BLOCK_M], float("-inf"), acc_ty)
     l_i = tl.full([BLOCK_M], 0.0, acc_ty)
     k_start = pid_s.to(tl.int64) * CHUNK
     k_end = tl.minimum(k_start + CHUNK, K)
     for k0 in range(k_start, k_end, BLOCK_N):
-        cols = k0 + tl.arange(0, BLOCK_N)
+        cols = k0 + ci
         cmask = cols < k_end
         h = tl.load(h_base + cols * stride_hk, mask=cmask, other=float("-inf")).to(acc_ty)
         c = tl.load(
-            c_rows + cols[None, :] * stride_ck, mask=rmask[:, None] & cmask[None, :], other=float("inf")
+            c_base + k0 * stride_ck + c_offs, mask=rmask[:, None] & cmask[None, :], other=float("inf")
         ).to(acc_ty)
         z = h[None, :] - scale * c
         m_new = tl.maximum(m_i, tl.reduce(z, 1, _max_combine))
@@ -174,16 +179,20 @@ def _lse_sqeuclidean_kernel(
     b = (pid // n_rb).to(tl.int64)
     pid_m = pid % n_rb
     pid_s = tl.program_id(1)
-    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    r0 = pid_m.to(tl.int64) * BLOCK_M
+    ri = tl.arange(0, BLOCK_M)
+    ci = tl.arange(0, BLOCK_N)
+    rows = r0 + ri
     rmask = rows < N
     dofs = tl.arange(0, BLOCK_D)
     scale = tl.load(S + b).to(acc_ty)
     x2 = tl.load(X2 + b * stride_x2b + rows, mask=rmask, other=0.0).to(acc_ty)
-    x_rows = X + b * stride_xb + rows[:, None] * stride_xn
+    # 64-bit scalar bases + 32-bit offsets inside the tiles (fewer registers than 64-bit offsets)
+    x_base = X + b * stride_xb + r0 * stride_xn
+    x_offs = ri[:, None] * stride_xn + dofs[None, :] * stride_xd
+    y_offs = ci[:, None] * stride_ym + dofs[None, :] * stride_yd
     if X_RESIDENT:  # the whole feature axis fits one tile: load this block of x once
-        xt = tl.load(
-            x_rows + dofs[None, :] * stride_xd, mask=rmask[:, None] & (dofs[None, :] < D), other=0.0
-        ).to(acc_ty)
+        xt = tl.load(x_base + x_offs, mask=rmask[:, None] & (dofs[None, :] < D), other=0.0).to(acc_ty)
     y_base = Y + b * stride_yb
     h_base = H + b * stride_hb
     y2_base = Y2 + b * stride_y2b
@@ -192,23 +201,21 @@ def _lse_sqeuclidean_kernel(
     k_start = pid_s.to(tl.int64) * CHUNK
     k_end = tl.minimum(k_start + CHUNK, M)
     for k0 in range(k_start, k_end, BLOCK_N):
-        cols = k0 + tl.arange(0, BLOCK_N)
+        cols = k0 + ci
         cmask = cols < k_end
-        y_rows = y_base + cols[:, None] * stride_ym
+        y_tile = y_base + k0 * stride_ym
         if X_RESIDENT:
-            yt = tl.load(
-                y_rows + dofs[None, :] * stride_yd, mask=cmask[:, None] & (dofs[None, :] < D), other=0.0
-            ).to(acc_ty)
+            yt = tl.load(y_tile + y_offs, mask=cmask[:, None] & (dofs[None, :] < D), other=0.0).to(acc_ty)
             xy = tl.dot(xt, tl.trans(yt), input_precision=PRECISION, out_dtype=acc_ty)
         else:
             xy = tl.full([BLOCK_M, BLOCK_N], 0.0, acc_ty)
             for d0 in range(0, D, BLOCK_D):
                 dmask = (d0 + dofs) < D
                 xd = tl.load(
-                    x_rows + (d0 + dofs[None, :]) * stride_xd, mask=rmask[:, None] & dmask[None, :], other=0.0
+                    x_base + d0 * stride_xd + x_offs, mask=rmask[:, None] & dmask[None, :], other=0.0
                 ).to(acc_ty)
                 yd = tl.load(
-                    y_rows + (d0 + dofs[None, :]) * stride_yd, mask=cmask[:, None] & dmask[None, :], other=0.0
+                    y_tile + d0 * stride_yd + y_offs, mask=cmask[:, None] & dmask[None, :], other=0.0
                 ).to(acc_ty)
                 xy = tl.dot(xd, tl.trans(yd), xy, input_precision=PRECISION, out_dtype=acc_ty)
         y2 = tl.load(y2_base + cols, mask=cmask, other=0.0).to(acc_ty)
@@ -272,18 +279,22 @@ def _apply_sqeuclidean_kernel(
     n_kb = (KV + BLOCK_K - 1) // BLOCK_K
     pid_s = pid_sk // n_kb
     pid_k = pid_sk % n_kb
-    rows = pid_m.to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
+    r0 = pid_m.to(tl.int64) * BLOCK_M
+    ri = tl.arange(0, BLOCK_M)
+    ci = tl.arange(0, BLOCK_N)
+    rows = r0 + ri
     rmask = rows < N
     kofs = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     kmask = kofs < KV
+    v_offs = ci[:, None] * stride_vm + kofs[None, :] * stride_vk
     dofs = tl.arange(0, BLOCK_D)
     scale = tl.load(S + b).to(acc_ty)
     x2 = tl.load(X2 + b * stride_x2b + rows, mask=rmask, other=0.0).to(acc_ty)
-    x_rows = X + b * stride_xb + rows[:, None] * stride_xn
+    x_base = X + b * stride_xb + r0 * stride_xn
+    x_offs = ri[:, None] * stride_xn + dofs[None, :] * stride_xd
+    y_offs = ci[:, None] * stride_ym + dofs[None, :] * stride_yd
     if X_RESIDENT:
-        xt = tl.load(
-            x_rows + dofs[None, :] * stride_xd, mask=rmask[:, None] & (dofs[None, :] < D), other=0.0
-        ).to(acc_ty)
+        xt = tl.load(x_base + x_offs, mask=rmask[:, None] & (dofs[None, :] < D), other=0.0).to(acc_ty)
     y_base = Y + b * stride_yb
     v_base = V + b * stride_vb
     hc_base = HC + b * stride_hcb
@@ -293,23 +304,21 @@ def _apply_sqeuclidean_kernel(
     k_start = pid_s.to(tl.int64) * CHUNK
     k_end = tl.minimum(k_start + CHUNK, M)
     for k0 in range(k_start, k_end, BLOCK_N):
-        cols = k0 + tl.arange(0, BLOCK_N)
+        cols = k0 + ci
         cmask = cols < k_end
-        y_rows = y_base + cols[:, None] * stride_ym
+        y_tile = y_base + k0 * stride_ym
         if X_RESIDENT:
-            yt = tl.load(
-                y_rows + dofs[None, :] * stride_yd, mask=cmask[:, None] & (dofs[None, :] < D), other=0.0
-            ).to(acc_ty)
+            yt = tl.load(y_tile + y_offs, mask=cmask[:, None] & (dofs[None, :] < D), other=0.0).to(acc_ty)
             xy = tl.dot(xt, tl.trans(yt), input_precision=PRECISION, out_dtype=acc_ty)
         else:
             xy = tl.full([BLOCK_M, BLOCK_N], 0.0, acc_ty)
             for d0 in range(0, D, BLOCK_D):
                 dmask = (d0 + dofs) < D
                 xd = tl.load(
-                    x_rows + (d0 + dofs[None, :]) * stride_xd, mask=rmask[:, None] & dmask[None, :], other=0.0
+                    x_base + d0 * stride_xd + x_offs, mask=rmask[:, None] & dmask[None, :], other=0.0
                 ).to(acc_ty)
                 yd = tl.load(
-                    y_rows + (d0 + dofs[None, :]) * stride_yd, mask=cmask[:, None] & dmask[None, :], other=0.0
+                    y_tile + d0 * stride_yd + y_offs, mask=cmask[:, None] & dmask[None, :], other=0.0
                 ).to(acc_ty)
                 xy = tl.dot(xd, tl.trans(yd), xy, input_precision=PRECISION, out_dtype=acc_ty)
         y2 = tl.load(y2_base + cols, mask=cmask, other=0.0).to(acc_ty)
@@ -319,11 +328,9 @@ def _apply_sqeuclidean_kernel(
         m_new = tl.maximum(m_i, tl.reduce(z, 1, _max_combine))
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
         p = tl.exp(z - m_use[:, None])
-        vt = tl.load(
-            v_base + cols[:, None] * stride_vm + kofs[None, :] * stride_vk,
-            mask=cmask[:, None] & kmask[None, :],
-            other=0.0,
-        ).to(acc_ty)
+        vt = tl.load(v_base + k0 * stride_vm + v_offs, mask=cmask[:, None] & kmask[None, :], other=0.0).to(
+            acc_ty
+        )
         acc = acc * tl.exp(m_i - m_use)[:, None]
         acc = tl.dot(p, vt, acc, input_precision=PRECISION, out_dtype=acc_ty)
         m_i = m_new
@@ -337,10 +344,12 @@ def _apply_sqeuclidean_kernel(
 # configs and kernel construction
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages); every BLOCK_N divides _COL_QUANTUM.
+# Chosen from ptxas resource usage for sm_90 (no spills, or a few bytes): 8 warps keep the dense
+# kernel near 100 registers; the point-cloud kernels are flash-attention-like.
 _GPU_CONFIGS: dict[str, list[tuple[int, int, int, int]]] = {
-    "lse_dense": [(64, 64, 4, 3), (128, 32, 4, 3), (32, 128, 4, 3)],
-    "lse_sqeuclidean": [(128, 64, 4, 3), (64, 64, 4, 3), (128, 128, 8, 3)],
-    "apply_sqeuclidean": [(64, 64, 4, 3), (128, 64, 8, 3)],
+    "lse_dense": [(64, 64, 8, 3), (32, 128, 8, 3), (128, 32, 8, 3)],
+    "lse_sqeuclidean": [(128, 64, 8, 3), (64, 64, 4, 3), (64, 64, 8, 3)],
+    "apply_sqeuclidean": [(64, 64, 8, 3), (64, 32, 4, 3)],
 }
 _INTERPRET_CONFIG = (16, 16, 1, 1)
 _KEYS: dict[str, list[str]] = {
@@ -495,6 +504,7 @@ def lse_dense(
     chunk, S = _chunking(K, _splits(B, R, K, C.device, quantum, splits), quantum)
     part = torch.empty(B, S, R, dtype=acc, device=C.device)
     stride_cr, stride_ck = (C.stride(2), C.stride(1)) if transpose else (C.stride(1), C.stride(2))
+    _check_offsets(stride_cr, stride_ck)
 
     def grid(meta):
         return (B * triton.cdiv(R, meta["BLOCK_M"]), S)
@@ -533,15 +543,33 @@ def _check_precision(precision: str, acc: torch.dtype, *ts: torch.Tensor) -> str
     return precision
 
 
-def _d_blocking(D: int, block_d: int | None) -> tuple[int, bool]:
-    """(BLOCK_D, x resident): a feature axis of at most 64 is one tile, kept in registers."""
+def _d_blocking(D: int, block_d: int | None, precision: str) -> tuple[int, bool]:
+    """(BLOCK_D, x resident in registers for the whole feature axis).
+
+    Tensor-core products (tf32, tf32x3, float16/bfloat16 inputs) keep a feature axis of at most 64
+    as one tile and walk larger ones in tiles of 32. Exact float32/float64 products (``ieee``) are
+    FMA loops in Triton whose operands live in registers: tiles of 16 avoid spills (measured with
+    ptxas for sm_90).
+    """
     if block_d is not None:
         if not isinstance(block_d, int) or block_d < 16 or block_d & (block_d - 1):
             raise ValueError(f"block_d must be a power of two >= 16, got {block_d!r}")
         return block_d, D <= block_d
+    if precision == "ieee":
+        return 16, D <= 16
     if D <= 64:
         return max(16, triton.next_power_of_2(D)), True
-    return 64, False
+    return 32, False
+
+
+def _check_offsets(*strides: int) -> None:
+    """In-tile offsets are 32-bit: a block of up to 128 rows times a stride must stay below 2^31."""
+    big = max((abs(int(s)) for s in strides), default=0)
+    if big * 256 >= 2**31:
+        raise ValueError(
+            f"fastot._triton: a stride of {big} elements is too large for 32-bit in-tile offsets "
+            "(at most 2^23 elements per row); make the tensor contiguous or split it"
+        )
 
 
 def _sq_norms(t: torch.Tensor, given: torch.Tensor | None, name: str, acc: torch.dtype) -> torch.Tensor:
@@ -589,10 +617,11 @@ def lse_sqeuclidean(
     xn, yn = _sq_norms(x, x2, "x2", acc), _sq_norms(y, y2, "y2", acc)
     if acc == _F64:
         x, y = x.to(acc), y.to(acc)
+    _check_offsets(x.stride(1), x.stride(2), y.stride(1), y.stride(2))
     kernel, interpret = _get("lse_sqeuclidean", x.device)
     if B == 0 or n == 0:
         return torch.empty(B, n, dtype=acc, device=x.device)
-    block, resident = _d_blocking(D, block_d)
+    block, resident = _d_blocking(D, block_d, prec)
     quantum = _col_quantum(interpret)
     chunk, S = _chunking(m, _splits(B, n, m, x.device, quantum, splits), quantum)
     part = torch.empty(B, S, n, dtype=acc, device=x.device)
@@ -653,11 +682,12 @@ def apply_sqeuclidean(
     xn, yn = _sq_norms(x, x2, "x2", acc), _sq_norms(y, y2, "y2", acc)
     if acc == _F64:
         x, y, v = x.to(acc), y.to(acc), v.to(acc)
+    _check_offsets(x.stride(1), x.stride(2), y.stride(1), y.stride(2), v.stride(1), v.stride(2))
     kernel, interpret = _get("apply_sqeuclidean", x.device)
     KV = v.shape[2]
     if B == 0 or n == 0 or KV == 0:
         return torch.zeros(B, n, KV, dtype=acc, device=x.device)
-    block, resident = _d_blocking(D, block_d)
+    block, resident = _d_blocking(D, block_d, prec)
     block_k = max(16, min(64, triton.next_power_of_2(KV)))
     n_kb = triton.cdiv(KV, block_k)
     quantum = _col_quantum(interpret)
