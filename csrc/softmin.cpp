@@ -52,7 +52,7 @@ constexpr int64_t kRowTaskElems = 32768;
 // ...columns per column-direction task at most, and rows per block there...
 template <typename T>
 constexpr int64_t kSlab = 2048 / sizeof(T);
-constexpr int64_t kColBlockRows = 16;
+constexpr int64_t kColBlockRows = 8;
 // ...and tasks wanted per call before slabs get narrower than kSlab.
 constexpr int64_t kMinTasks = 16;
 
@@ -196,21 +196,36 @@ void lse_dense_cols(const T* C, const T* h, T s, int64_t n, int64_t m, int64_t j
         SH[g] = shn;
       }
     }
-    // Pass 2: per-column sums of exp(v - shift) over the block, then fold in.
-    for (int64_t g = 0; g < nv; ++g) BS[g] = S::zero();
-    for (int64_t i = r0; i < r1; ++i) {
-      const V hv = S::set1(h[i]);
-      const T* c = C + i * m + j0;
-      // Pass 2 is compute-bound: fetch the same columns of the next block meanwhile.
-      const T* next = c + kColBlockRows * m;
-      for (int64_t g = 0; g < full; ++g) {
-        prefetch<L * sizeof(T)>(next + g * L);
-        BS[g] = S::add(BS[g], simd::exp<T>(S::sub(S::fnmadd(vs, S::loadu(c + g * L), hv), SH[g])));
+    // Pass 2: per-column sums of exp(v - shift) over the block (in cache now),
+    // kG vectors of columns at a time with their sums in registers; the next
+    // block of rows is prefetched meanwhile (this pass is compute-bound).
+    constexpr int kG = 4;
+    int64_t g0 = 0;
+    for (; g0 + kG <= full; g0 += kG) {
+      V bs[kG], sh[kG];
+#pragma GCC unroll 8
+      for (int q = 0; q < kG; ++q) bs[q] = S::zero(), sh[q] = SH[g0 + q];
+      for (int64_t i = r0; i < r1; ++i) {
+        const V hv = S::set1(h[i]);
+        const T* c = C + i * m + j0 + g0 * L;
+        prefetch<kG * L * sizeof(T)>(c + kColBlockRows * m);
+#pragma GCC unroll 8
+        for (int q = 0; q < kG; ++q)
+          bs[q] = S::add(bs[q], simd::exp<T>(S::sub(S::fnmadd(vs, S::loadu(c + q * L), hv), sh[q])));
       }
-      if (tail)
-        BS[full] = S::add(
-            BS[full],
-            simd::exp<T>(S::sub(S::fnmadd(vs, simd::load_partial(c + full * L, tail, T(0)), hv), SH[full])));
+#pragma GCC unroll 8
+      for (int q = 0; q < kG; ++q) BS[g0 + q] = bs[q];
+    }
+    for (int64_t g = g0; g < nv; ++g) {  // remaining vectors, the last maybe partial
+      V bs = S::zero();
+      for (int64_t i = r0; i < r1; ++i) {
+        const V hv = S::set1(h[i]);
+        const T* c = C + i * m + j0 + g * L;
+        prefetch<L * sizeof(T)>(c + kColBlockRows * m);
+        const V cv = g < full ? S::loadu(c) : simd::load_partial(c, tail, T(0));
+        bs = S::add(bs, simd::exp<T>(S::sub(S::fnmadd(vs, cv, hv), SH[g])));
+      }
+      BS[g] = bs;
     }
     for (int64_t g = 0; g < nv; ++g) SUM[g] = grow ? S::fmadd(SUM[g], FAC[g], BS[g]) : S::add(SUM[g], BS[g]);
   }
@@ -275,7 +290,7 @@ struct CostArgs {
 // the exponents v = h - s C to out[r * ldo + c] and fold them into vmax[r].
 template <typename T, bool kLast>
 FASTOT_INLINE void micro_kernel(const T* const* xr, const T* yp, int64_t kl, T* out, int64_t ldo, bool first,
-                                const CostArgs<T>& ca) {
+                                const CostArgs<T>& ca, const char* pf, int64_t npf) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int MR = S::kMR, NV = S::kNRv, L = S::L, NR = NV * L;
@@ -285,6 +300,7 @@ FASTOT_INLINE void micro_kernel(const T* const* xr, const T* yp, int64_t kl, T* 
 #pragma GCC unroll 16
     for (int c = 0; c < NV; ++c) acc[r][c] = first ? S::zero() : S::load(out + r * ldo + c * L);
   for (int64_t k = 0; k < kl; ++k) {
+    if (k < npf) __builtin_prefetch(pf + 64 * k, 0, 3);  // spread: a burst would stall on fill buffers
     V yv[NV];
 #pragma GCC unroll 16
     for (int c = 0; c < NV; ++c) yv[c] = S::load(yp + k * NR + c * L);
@@ -318,34 +334,46 @@ FASTOT_INLINE void micro_kernel(const T* const* xr, const T* yp, int64_t kl, T* 
   }
 }
 
-// |p|^2 with the micro-kernel's operations and order (see the file comment).
-template <typename T>
-FASTOT_INLINE T sqnorm(const T* p, int64_t d) {
-  T acc = 0;
-  for (int64_t k = 0; k < d; ++k) acc = simd::fmadd_scalar(p[k], p[k], acc);
-  return acc;
+// |x_r|^2 for the rows xr[0..R) with the micro-kernel's operations and order
+// (a chain of fmadd over k from 0, see the file comment). R chains run side by
+// side: one chain alone is bound by the FMA latency.
+template <typename T, int R>
+FASTOT_INLINE void sqnorms(const T* const* xr, int64_t d, T* out) {
+  T acc[R];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) acc[r] = 0;
+  for (int64_t k = 0; k < d; ++k) {
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) acc[r] = simd::fmadd_scalar(xr[r][k], xr[r][k], acc[r]);
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) out[r] = acc[r];
 }
 
 // Packs problem y (m, d) into panels of NR columns: yp[p][k][c] = y[p NR + c][k]
-// (0 past m), and yy[j] = |y_j|^2, hp[j] = h[j] (0 and -inf past m).
+// (0 past m), and yy[j] = |y_j|^2, hp[j] = h[j] (0 and -inf past m). yy comes
+// from the packed panel, NR columns per vector op, in the micro-kernel's order.
 template <typename T>
 void pack_y(const T* y, const T* h, int64_t m, int64_t d, int64_t p0, int64_t p1, T* yp, T* yy, T* hp) {
-  constexpr int NR = Tiles<T>::NR;
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L, NV = S::kNRv, NR = NV * L;
   for (int64_t p = p0; p < p1; ++p) {
     T* dst = yp + p * d * NR;
-    for (int c = 0; c < NR; ++c) {
-      const int64_t j = p * NR + c;
-      if (j < m) {
-        const T* src = y + j * d;
-        for (int64_t k = 0; k < d; ++k) dst[k * NR + c] = src[k];
-        yy[j] = sqnorm(src, d);
-        hp[j] = h[j];
-      } else {
-        for (int64_t k = 0; k < d; ++k) dst[k * NR + c] = 0;
-        yy[j] = 0;
-        hp[j] = -kInf<T>;
-      }
+    const int64_t j0 = p * NR, cols = std::min<int64_t>(NR, m - j0);
+    for (int64_t k = 0; k < d; ++k) {
+      for (int64_t c = 0; c < cols; ++c) dst[k * NR + c] = y[(j0 + c) * d + k];
+      for (int64_t c = cols; c < NR; ++c) dst[k * NR + c] = 0;
     }
+    V acc[NV];
+    for (int c = 0; c < NV; ++c) acc[c] = S::zero();
+    for (int64_t k = 0; k < d; ++k)
+      for (int c = 0; c < NV; ++c) {
+        const V v = S::load(dst + k * NR + c * L);
+        acc[c] = S::fmadd(v, v, acc[c]);
+      }
+    for (int c = 0; c < NV; ++c) S::store(yy + j0 + c * L, acc[c]);
+    for (int64_t c = 0; c < NR; ++c) hp[j0 + c] = c < cols ? h[j0 + c] : -kInf<T>;
   }
 }
 
@@ -354,6 +382,7 @@ void pack_y(const T* y, const T* h, int64_t m, int64_t d, int64_t p0, int64_t p1
 template <typename T>
 void lse_sqeuclidean_rows(const T* x, const T* yp, const T* yy, const T* hp, T s, int64_t m_pad, int64_t d,
                           int64_t i0, int64_t i1, T* out, T* buf) {
+  const int64_t panels = m_pad / Tiles<T>::NR;
   using S = Simd<T>;
   using V = typename S::V;
   using Tl = Tiles<T>;
@@ -364,7 +393,11 @@ void lse_sqeuclidean_rows(const T* x, const T* yp, const T* yy, const T* hp, T s
   alignas(64) T xx[MB];
   T M[MB], sum[MB];
   V vmax[MB];
-  for (int64_t r = 0; r < groups * MR; ++r) xx[r] = sqnorm(x + std::min(i0 + r, i1 - 1) * d, d);
+  for (int64_t g = 0; g < groups; ++g) {
+    const T* xr[MR];
+    for (int r = 0; r < MR; ++r) xr[r] = x + std::min(i0 + g * MR + r, i1 - 1) * d;
+    sqnorms<T, MR>(xr, d, xx + g * MR);
+  }
   for (int64_t r = 0; r < rows; ++r) {
     M[r] = -kInf<T>;
     sum[r] = 0;
@@ -379,18 +412,40 @@ void lse_sqeuclidean_rows(const T* x, const T* yp, const T* yy, const T* hp, T s
       const int64_t kl = std::min(KC, d - kc);
       const bool last = kc + KC >= d;
       auto tile = [&](int64_t p, int64_t g) {
-        const T* panel = yp + (jt / NR + p) * d * NR + kc * NR;
+        const int64_t pi = jt / NR + p;  // panel index
+        const T* panel = yp + pi * d * NR + kc * NR;
         const T* xr[MR];
         for (int r = 0; r < MR; ++r) {
           const int64_t i = std::min(i0 + g * MR + r, i1 - 1);  // rows past i1 repeat the last
           xr[r] = x + i * d + kc;
         }
+        // Software prefetch, a share per call, of the packed y that the next
+        // calls read first (each call streams a panel slice that would
+        // otherwise come from memory with the FMA units idle), and of the next
+        // depth slice of this row group's x.
+        const T* next = nullptr;
+        int64_t len = 0;
+        if (d <= KC) {
+          if (pi + 1 < panels) next = panel + d * NR, len = d * NR;  // the next panel
+        } else if (!last) {
+          next = panel + KC * NR, len = std::min(KC, d - kc - KC) * NR;  // this panel, next depth
+        } else if (pi + nb / NR < panels) {
+          next = yp + (pi + nb / NR) * d * NR, len = std::min(KC, d) * NR;  // next tile, first depth
+        }
+        const char* pf = nullptr;
+        int64_t npf = 0;  // cache lines, one per step of the micro-kernel's loop
+        if (next) {
+          constexpr int64_t kLine = 64 / sizeof(T);
+          const int64_t lines = ceil_div(len, kLine), share = ceil_div(lines, groups);
+          pf = reinterpret_cast<const char*>(next + g * share * kLine);
+          npf = std::max<int64_t>(0, std::min({share, lines - g * share, kl}));
+        }
         T* o = buf + g * MR * NB + p * NR;
         if (last) {
           const CostArgs<T> ca{xx + g * MR, yy + jt + p * NR, hp + jt + p * NR, s, vmax + g * MR};
-          micro_kernel<T, true>(xr, panel, kl, o, NB, kc == 0, ca);
+          micro_kernel<T, true>(xr, panel, kl, o, NB, kc == 0, ca, pf, npf);
         } else {
-          micro_kernel<T, false>(xr, panel, kl, o, NB, kc == 0, CostArgs<T>{});
+          micro_kernel<T, false>(xr, panel, kl, o, NB, kc == 0, CostArgs<T>{}, pf, npf);
         }
       };
       // One depth block (d <= KC): each y panel stays in L1 while all row groups
