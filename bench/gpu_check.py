@@ -8,7 +8,8 @@ On a CUDA machine (DESIGN.md §6), in one process, under 5 minutes:
    both directions, ``apply_sqeuclidean``) on CUDA tensors against float64 CPU references: float32 and
    float64, bfloat16/float16 inputs (error at most 2x a naive same-dtype torch computation), tf32 options,
    d from 1 to 3072, shapes off the block sizes, ``+inf`` costs, ``-inf`` weights, split reductions;
-   and ``fastot.linear_sum_assignment`` on CUDA tensors against scipy's optimal cost;
+   ``fastot.sinkhorn`` (dense and online) on CUDA tensors against the float64 CPU solve; and
+   ``fastot.linear_sum_assignment`` on CUDA tensors against scipy's optimal cost;
 2. times one log-domain Sinkhorn iteration (both c-transforms) at n = m up to 16384, d in {64, 3072},
    float32: fastot online (``lse_sqeuclidean``, ieee / tf32 / tf32x3 products), fastot on a
    materialised cost (``lse_dense``), plain PyTorch (``torch.logsumexp`` on the materialised cost), and
@@ -341,6 +342,33 @@ def run_checks(torch, sm, fastot, dev, report: Report, smoke: bool, quick: bool)
             judge(case, "fastot apply_sqeuclidean", out, ref, unit * float(ref.abs().max()))
 
         guarded(case, "fastot apply_sqeuclidean", ap_check)
+
+    # ---- the public Sinkhorn on device tensors (through the ops) vs the float64 CPU solve
+    sk_shape = (2, 23, 19, 3) if smoke else (2, 300, 257, 16)
+    for mode in ("dense", "online"):
+        B, n, m, d = sk_shape
+        case = f"fastot.sinkhorn {mode} float32 B={B} n={n} m={m} d={d} 30 it"
+        if fastot is None:
+            report.add(Row("check", case, "fastot.sinkhorn", ERROR, detail="fastot not importable"))
+            continue
+
+        def sk_check(mode=mode, B=B, n=n, m=m, d=d, case=case):
+            x = torch.randn(B, n, d, generator=gen, dtype=f64)
+            y = 0.5 + torch.randn(B, m, d, generator=gen, dtype=f64)
+            eps = 0.1 * d
+            kw = dict(epsilon=eps, mode=mode, max_iter=30, tol=None)
+            out = fastot.sinkhorn(x.float().to(dev), y.float().to(dev), **kw)
+            ref = fastot.sinkhorn(x, y, **kw)
+            if out.f.device.type != dev.type:
+                raise AssertionError(f"potentials on {out.f.device}, expected {dev}")
+            err = max(max_err(torch, out.f, ref.f), max_err(torch, out.g, ref.g)) / eps
+            verr = max_err(torch, out.value, ref.value) / float(ref.value.abs().max())
+            tol = 1e-3
+            status = OK if err <= tol and verr <= tol else FAIL
+            detail = f"potentials err/eps; value rel err {verr:.2g}; vs float64 CPU solve"
+            report.add(Row("check", case, "fastot.sinkhorn", status, max_err=err, tol=tol, detail=detail))
+
+        guarded(case, "fastot.sinkhorn", sk_check)
 
     # ---- exact assignment on device tensors vs scipy's optimal cost
     lsa_cases = [((300, 400), False), ((400, 300), True), ((4, 50, 60), False)]
