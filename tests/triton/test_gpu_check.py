@@ -34,6 +34,7 @@ def test_cpu_smoke_writes_table_csv_and_json(tmp_path):
     tail = out[out.index("checks: ") :]
     for name in ("fastot online ieee", "fastot dense lse_dense", "torch dense logsumexp", "bound: copy"):
         assert name in tail
+    assert "target at n=m=48 d=64: best fastot online" in tail
     assert "written:" in out.splitlines()[-1]
     rows = list(csv.DictReader((tmp_path / "out" / "gpu_check.csv").open()))
     providers = {r["provider"] for r in rows}
