@@ -42,6 +42,7 @@ This module imports only torch and triton (no other fastot module), so it can be
 from __future__ import annotations
 
 import functools
+import math
 import os
 from collections.abc import Callable
 from typing import Any
@@ -500,6 +501,8 @@ def lse_dense(
     kernel, interpret = _get("lse_dense", C.device)
     if B == 0 or R == 0:
         return torch.empty(B, R, dtype=acc, device=C.device)
+    if K == 0:  # empty sums (and no kernel launch on an empty tensor)
+        return torch.full((B, R), -math.inf, dtype=acc, device=C.device)
     quantum = _col_quantum(interpret)
     chunk, S = _chunking(K, _splits(B, R, K, C.device, quantum, splits), quantum)
     part = torch.empty(B, S, R, dtype=acc, device=C.device)
@@ -621,6 +624,10 @@ def lse_sqeuclidean(
     kernel, interpret = _get("lse_sqeuclidean", x.device)
     if B == 0 or n == 0:
         return torch.empty(B, n, dtype=acc, device=x.device)
+    if m == 0:
+        return torch.full((B, n), -math.inf, dtype=acc, device=x.device)
+    if D == 0:  # every cost is 0; a zero feature keeps the kernel off empty tensors
+        x, y, D = x.new_zeros(B, n, 1), y.new_zeros(B, m, 1), 1
     block, resident = _d_blocking(D, block_d, prec)
     quantum = _col_quantum(interpret)
     chunk, S = _chunking(m, _splits(B, n, m, x.device, quantum, splits), quantum)
@@ -685,8 +692,10 @@ def apply_sqeuclidean(
     _check_offsets(x.stride(1), x.stride(2), y.stride(1), y.stride(2), v.stride(1), v.stride(2))
     kernel, interpret = _get("apply_sqeuclidean", x.device)
     KV = v.shape[2]
-    if B == 0 or n == 0 or KV == 0:
+    if B == 0 or n == 0 or KV == 0 or m == 0:
         return torch.zeros(B, n, KV, dtype=acc, device=x.device)
+    if D == 0:
+        x, y, D = x.new_zeros(B, n, 1), y.new_zeros(B, m, 1), 1
     block, resident = _d_blocking(D, block_d, prec)
     block_k = max(16, min(64, triton.next_power_of_2(KV)))
     n_kb = triton.cdiv(KV, block_k)

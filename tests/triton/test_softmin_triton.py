@@ -9,6 +9,7 @@ float32: their error must be at most 2x that of a naive same-dtype torch computa
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -415,3 +416,18 @@ def test_interpreter_works_when_triton_was_imported_first():
         [sys.executable, "-c", _LATE_INTERPRET_SCRIPT], capture_output=True, text=True, timeout=120, env=env
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
+
+
+def test_empty_shapes(device):
+    """Empty sums give -inf (apply: 0); empty outputs keep their shapes."""
+    z = functools.partial(torch.zeros, device=device)
+    r = functools.partial(torch.rand, device=device)
+    assert bool((lse_dense(r(2, 3, 0), z(2, 0), 1.0).cpu() == -math.inf).all())
+    assert lse_dense(r(2, 0, 4), z(2, 4), 1.0).shape == (2, 0)
+    assert lse_dense(r(2, 3, 0), z(2, 3), 1.0, transpose=True).shape == (2, 0)
+    assert lse_dense(r(0, 3, 4), z(0, 4), z(0)).shape == (0, 3)
+    assert bool((lse_sqeuclidean(r(2, 3, 2), r(2, 0, 2), z(2, 0), 1.0).cpu() == -math.inf).all())
+    out = lse_sqeuclidean(r(2, 3, 0), r(2, 4, 0), z(2, 4), 1.0)  # d = 0: every cost is 0
+    assert_matches(out, torch.full((2, 3), math.log(4), dtype=F64), 1e-6)
+    out = apply_sqeuclidean(r(2, 3, 2), r(2, 0, 2), z(2, 3), z(2, 0), 1.0, r(2, 0, 4))
+    assert out.shape == (2, 3, 4) and bool((out.cpu() == 0).all())
