@@ -72,11 +72,16 @@ struct Buf {
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-// Prefetches the cache lines of [p, p + bytes) (a hint: never faults).
+// Prefetches the cache lines of [p, p + kBytes) (a hint: never faults, so p
+// may lie past the end of the data; it is formed by integer arithmetic).
 template <int kBytes>
-FASTOT_INLINE void prefetch(const void* p) {
+FASTOT_INLINE void prefetch(uintptr_t p) {
 #pragma GCC unroll 16
-  for (int q = 0; q < kBytes; q += 64) __builtin_prefetch(static_cast<const char*>(p) + q, 0, 3);
+  for (int q = 0; q < kBytes; q += 64) __builtin_prefetch(reinterpret_cast<const void*>(p + q), 0, 3);
+}
+template <int kBytes, typename T>
+FASTOT_INLINE void prefetch(const T* p, int64_t ahead) {
+  prefetch<kBytes>(reinterpret_cast<uintptr_t>(p) + static_cast<uintptr_t>(ahead) * sizeof(T));
 }
 
 // The running sum of a log-sum-exp is kept as sum * exp(shift(M)), M the max
@@ -98,59 +103,82 @@ FASTOT_INLINE void lse_merge(T& M, T& sum, T Mn, T block_sum) {
 
 // ---------------------------------------------------------------------------
 // Dense, reduction along rows: out[i] = LSE_j (h[j] - s C[i, j]), rows [i0, i1).
+//
+// Rows are cut into chunks of kRowChunk elements, processed in memory order.
+// Pass 2 of a chunk (exp and sum, from cache, compute-bound) runs fused with
+// pass 1 of the next chunk (max, streamed from memory), so the loads from
+// memory overlap the arithmetic instead of alternating with it.
 template <typename T>
 void lse_dense_rows(const T* C, const T* h, T s, int64_t m, int64_t i0, int64_t i1, T* out) {
   using S = Simd<T>;
   using V = typename S::V;
   constexpr int L = S::L;
+  constexpr int64_t K = kRowChunk<T>;
+  if (m == 0) {
+    for (int64_t i = i0; i < i1; ++i) out[i] = -kInf<T>;
+    return;
+  }
   const V vs = S::set1(s);
   const V ninf = S::set1(-kInf<T>);
-  for (int64_t i = i0; i < i1; ++i) {
-    const T* c = C + i * m;
-    T M = -kInf<T>, sum = 0;
-    for (int64_t j0 = 0; j0 < m; j0 += kRowChunk<T>) {
-      const int64_t len = std::min(kRowChunk<T>, m - j0);
-      const int64_t full = len / L * L;
-      const T* cc = c + j0;
-      const T* hh = h + j0;
-      // Pass 1: the chunk's max (NaN terms are ignored here and caught by pass 2).
-      V a0 = ninf, a1 = ninf, a2 = ninf, a3 = ninf;
-      int64_t j = 0;
-      for (; j + 4 * L <= full; j += 4 * L) {
-        a0 = S::max(S::fnmadd(vs, S::loadu(cc + j), S::loadu(hh + j)), a0);
-        a1 = S::max(S::fnmadd(vs, S::loadu(cc + j + L), S::loadu(hh + j + L)), a1);
-        a2 = S::max(S::fnmadd(vs, S::loadu(cc + j + 2 * L), S::loadu(hh + j + 2 * L)), a2);
-        a3 = S::max(S::fnmadd(vs, S::loadu(cc + j + 3 * L), S::loadu(hh + j + 3 * L)), a3);
-      }
-      for (; j < full; j += L) a0 = S::max(S::fnmadd(vs, S::loadu(cc + j), S::loadu(hh + j)), a0);
-      // Tail lanes: C = 0, h = -inf, so v = -inf.
-      const bool tail = full < len;
-      const V ct = tail ? simd::load_partial(cc + full, len - full, T(0)) : S::zero();
-      const V ht = tail ? simd::load_partial(hh + full, len - full, -kInf<T>) : ninf;
-      a1 = S::max(S::fnmadd(vs, ct, ht), a1);
-      const T Mc = simd::hmax<T>(S::max(S::max(a0, a1), S::max(a2, a3)));
-      const T Mn = Mc > M ? Mc : M;
-      const V sh = S::set1(shift_of(Mn));
-      // Pass 2: sum of exp(v - shift), same v bit for bit.
-      V s0 = S::zero(), s1 = S::zero(), s2 = S::zero(), s3 = S::zero();
-      j = 0;
-      for (; j + 4 * L <= full; j += 4 * L) {
-        // Pass 2 is compute-bound: fetch the next chunk of C meanwhile (C is
-        // one contiguous array, so that is simply further on).
-        prefetch<4 * L * sizeof(T)>(cc + len + j);
-        s0 = S::add(s0, simd::exp<T>(S::sub(S::fnmadd(vs, S::loadu(cc + j), S::loadu(hh + j)), sh)));
-        s1 = S::add(s1, simd::exp<T>(S::sub(S::fnmadd(vs, S::loadu(cc + j + L), S::loadu(hh + j + L)), sh)));
-        s2 = S::add(s2, simd::exp<T>(
-                            S::sub(S::fnmadd(vs, S::loadu(cc + j + 2 * L), S::loadu(hh + j + 2 * L)), sh)));
-        s3 = S::add(s3, simd::exp<T>(
-                            S::sub(S::fnmadd(vs, S::loadu(cc + j + 3 * L), S::loadu(hh + j + 3 * L)), sh)));
-      }
-      for (; j < full; j += L)
-        s0 = S::add(s0, simd::exp<T>(S::sub(S::fnmadd(vs, S::loadu(cc + j), S::loadu(hh + j)), sh)));
-      if (tail) s1 = S::add(s1, simd::exp<T>(S::sub(S::fnmadd(vs, ct, ht), sh)));
-      lse_merge(M, sum, Mn, simd::hsum<T>(S::add(S::add(s0, s1), S::add(s2, s3))));
+  // v = h - s C for the vector at j; for the last, partial vector of a chunk
+  // of length len the lanes past it get C = 0, h = -inf, so v = -inf.
+  auto v_at = [&](const T* c, const T* hh, int64_t j) { return S::fnmadd(vs, S::loadu(c + j), S::loadu(hh + j)); };
+  auto v_tail = [&](const T* c, const T* hh, int64_t j, int64_t len) {
+    return S::fnmadd(vs, simd::load_partial(c + j, len - j, T(0)), simd::load_partial(hh + j, len - j, -kInf<T>));
+  };
+  // NaN terms are ignored by the max and caught by pass 2.
+  auto chunk_max = [&](const T* c, const T* hh, int64_t len, int64_t j, V a0, V a1) {
+    const int64_t full = len / L * L;
+    for (; j < full; j += L) a0 = S::max(v_at(c, hh, j), a0);
+    if (full < len) a1 = S::max(v_tail(c, hh, full, len), a1);
+    return S::max(a0, a1);
+  };
+  int64_t i = i0, j0 = 0;
+  T M = -kInf<T>, sum = 0;
+  T Mc = simd::hmax<T>(chunk_max(C + i * m, h, std::min(K, m), 0, ninf, ninf));
+  for (;;) {
+    const int64_t len = std::min(K, m - j0);
+    const T* cc = C + i * m + j0;
+    const T* hh = h + j0;
+    const T Mn = Mc > M ? Mc : M;
+    const V sh = S::set1(shift_of(Mn));
+    // The next chunk: further along this row, or the start of the next one.
+    int64_t ni = i, nj0 = j0 + K;
+    if (nj0 >= m) ni = i + 1, nj0 = 0;
+    const bool has_next = ni < i1;
+    const int64_t nlen = has_next ? std::min(K, m - nj0) : 0;
+    const T* nc = has_next ? C + ni * m + nj0 : cc;
+    const T* nh = h + nj0;
+    V s0 = S::zero(), s1 = S::zero(), s2 = S::zero(), s3 = S::zero();
+    V a0 = ninf, a1 = ninf, a2 = ninf, a3 = ninf;
+    const int64_t both = std::min(len, nlen) / (4 * L) * (4 * L);
+    int64_t j = 0;
+    for (; j < both; j += 4 * L) {
+      prefetch<4 * L * sizeof(T)>(nc, nlen + j);  // the chunk after next (C is contiguous)
+      s0 = S::add(s0, simd::exp<T>(S::sub(v_at(cc, hh, j), sh)));
+      a0 = S::max(v_at(nc, nh, j), a0);
+      s1 = S::add(s1, simd::exp<T>(S::sub(v_at(cc, hh, j + L), sh)));
+      a1 = S::max(v_at(nc, nh, j + L), a1);
+      s2 = S::add(s2, simd::exp<T>(S::sub(v_at(cc, hh, j + 2 * L), sh)));
+      a2 = S::max(v_at(nc, nh, j + 2 * L), a2);
+      s3 = S::add(s3, simd::exp<T>(S::sub(v_at(cc, hh, j + 3 * L), sh)));
+      a3 = S::max(v_at(nc, nh, j + 3 * L), a3);
     }
-    out[i] = shift_of(M) + std::log(sum);
+    // The rest of this chunk's pass 2 (same v bit for bit as in its pass 1)...
+    const int64_t full = len / L * L;
+    for (int64_t q = j; q < full; q += L) s0 = S::add(s0, simd::exp<T>(S::sub(v_at(cc, hh, q), sh)));
+    if (full < len) s1 = S::add(s1, simd::exp<T>(S::sub(v_tail(cc, hh, full, len), sh)));
+    // ...and of the next chunk's pass 1.
+    if (has_next) Mc = simd::hmax<T>(S::max(chunk_max(nc, nh, nlen, j, a0, a1), S::max(a2, a3)));
+    lse_merge(M, sum, Mn, simd::hsum<T>(S::add(S::add(s0, s1), S::add(s2, s3))));
+    if (ni != i) {
+      out[i] = shift_of(M) + std::log(sum);
+      M = -kInf<T>;
+      sum = 0;
+    }
+    if (!has_next) break;
+    i = ni;
+    j0 = nj0;
   }
 }
 
@@ -208,7 +236,7 @@ void lse_dense_cols(const T* C, const T* h, T s, int64_t n, int64_t m, int64_t j
       for (int64_t i = r0; i < r1; ++i) {
         const V hv = S::set1(h[i]);
         const T* c = C + i * m + j0 + g0 * L;
-        prefetch<kG * L * sizeof(T)>(c + kColBlockRows * m);
+        prefetch<kG * L * sizeof(T)>(c, kColBlockRows * m);
 #pragma GCC unroll 8
         for (int q = 0; q < kG; ++q)
           bs[q] = S::add(bs[q], simd::exp<T>(S::sub(S::fnmadd(vs, S::loadu(c + q * L), hv), sh[q])));
@@ -221,7 +249,7 @@ void lse_dense_cols(const T* C, const T* h, T s, int64_t n, int64_t m, int64_t j
       for (int64_t i = r0; i < r1; ++i) {
         const V hv = S::set1(h[i]);
         const T* c = C + i * m + j0 + g * L;
-        prefetch<L * sizeof(T)>(c + kColBlockRows * m);
+        prefetch<L * sizeof(T)>(c, kColBlockRows * m);
         const V cv = g < full ? S::loadu(c) : simd::load_partial(c, tail, T(0));
         bs = S::add(bs, simd::exp<T>(S::sub(S::fnmadd(vs, cv, hv), SH[g])));
       }
