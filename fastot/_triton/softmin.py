@@ -20,14 +20,16 @@ Kernels (one program = one block of output rows of one problem x one chunk of th
 - masked loads: padded LSE inputs are ``-inf`` and padded costs ``+inf``, so padded terms vanish;
   ``+inf`` in ``C`` is a forbidden pair (term 0), ``-inf`` in ``h`` a zero weight, and a row with no
   allowed term gives ``-inf`` (``apply``: 0);
-- 64-bit index arithmetic (the batch and row offsets are int64);
+- 64-bit index arithmetic for the batch, row-block and tile bases; offsets inside a tile are 32-bit
+  (fewer registers), which limits strides to 2^23 elements (checked);
 - for a single large problem the reduced axis is split into chunks that run as separate programs
   (enough programs to fill the GPU); the chunks' partial results are merged with one small torch op.
 
 ``precision`` selects how ``tl.dot`` treats float32 inputs: ``"ieee"`` (default, exact float32
-products), ``"tf32"`` (tensor cores, ~1e-3 relative error in ``x . y``, which ``scale`` amplifies),
-``"tf32x3"`` (tensor cores, ~float32 accuracy). float16/bfloat16 values are exact in tf32, so for such
-inputs ``"ieee"`` is served by ``"tf32"`` at no loss. float64 always uses exact float64 products.
+products; FMA loops on the GPU, the slowest), ``"tf32"`` (tensor cores, ~1e-3 relative error in
+``x . y``, which ``scale`` amplifies), ``"tf32x3"`` (tensor cores, ~float32 accuracy).
+float16/bfloat16 values are exact in tf32, so for such inputs ``"ieee"`` is served by ``"tf32"`` at
+no loss. float64 always uses exact float64 products.
 
 Launchers accept tensors on any device: CUDA tensors run the compiled kernels (autotuned over a few
 configs, keyed on the problem sizes); CPU tensors need ``TRITON_INTERPRET=1`` in the environment before
