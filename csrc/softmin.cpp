@@ -56,6 +56,14 @@ constexpr int64_t kColBlockRows = 8;
 // ...and tasks wanted per call before slabs get narrower than kSlab.
 constexpr int64_t kMinTasks = 16;
 
+// Threads worth starting for `work` (elements of the reduction, each about
+// one exp): each thread is started per call, ~30 us, so small calls run on
+// fewer threads. Results do not depend on the thread count.
+constexpr int64_t kWorkPerThread = int64_t(1) << 18;
+inline int threads_for(int64_t work, int n_threads) {
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n_threads, work / kWorkPerThread)));
+}
+
 // Aligned scratch. Not std::vector: out-of-line template code is merged across
 // this file's per-ISA copies by the linker, and could run AVX-512 code from
 // the generic copy.
@@ -269,6 +277,7 @@ void lse_dense_cols(const T* C, const T* h, T s, int64_t n, int64_t m, int64_t j
 template <typename T>
 void lse_dense_impl(const T* C, const T* h, const T* scale, int64_t B, int64_t n, int64_t m, bool transpose,
                     T* out, int n_threads) {
+  n_threads = threads_for(B * n * m, n_threads);
   if (!transpose) {
     const int64_t rows = std::max<int64_t>(1, std::min<int64_t>(256, kRowTaskElems / std::max<int64_t>(m, 1)));
     const int64_t per = ceil_div(n, rows);
@@ -512,6 +521,7 @@ void lse_sqeuclidean_impl(const T* x, const T* y, const T* h, const T* scale, in
   using Tl = Tiles<T>;
   constexpr int NR = Tl::NR;
   if (B == 0 || n == 0) return;
+  n_threads = threads_for(B * n * m * (1 + d / 16), n_threads);  // a 16-deep dot product ~ one exp
   const int64_t panels = ceil_div(m, NR);
   const int64_t m_pad = panels * NR;
   Buf<T> yp(B * m_pad * d), yy(B * m_pad), hp(B * m_pad);
