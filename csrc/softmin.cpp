@@ -53,6 +53,7 @@ constexpr int64_t kRowTaskElems = 32768;
 template <typename T>
 constexpr int64_t kSlab = 2048 / sizeof(T);
 constexpr int64_t kColBlockRows = 8;
+constexpr int64_t kMidBlocks = 32;  // blocks per partial sum (column direction)
 // ...and tasks wanted per call before slabs get narrower than kSlab.
 constexpr int64_t kMinTasks = 16;
 
@@ -204,12 +205,17 @@ void lse_dense_cols(const T* C, const T* h, T s, int64_t n, int64_t m, int64_t j
   const int64_t nv = full + (tail > 0);
   const V vs = S::set1(s);
   const V ninf = S::set1(-kInf<T>);
-  V M[kMaxV], SH[kMaxV], SUM[kMaxV], BM[kMaxV], BS[kMaxV], FAC[kMaxV];
+  // Per column: running max M, shift SH, and the sum in two levels (MID over
+  // up to kMidBlocks blocks, then SUM) so that float32 sums over many rows
+  // keep the accuracy of a tree-like reduction.
+  V M[kMaxV], SH[kMaxV], SUM[kMaxV], MID[kMaxV], BM[kMaxV], BS[kMaxV], FAC[kMaxV];
   for (int64_t g = 0; g < nv; ++g) {
     M[g] = ninf;
     SH[g] = S::zero();
     SUM[g] = S::zero();
+    MID[g] = S::zero();
   }
+  int64_t blocks = 0;
   for (int64_t r0 = 0; r0 < n; r0 += kColBlockRows) {
     const int64_t r1 = std::min(n, r0 + kColBlockRows);
     // Pass 1: per-column max over the block of rows.
@@ -263,12 +269,23 @@ void lse_dense_cols(const T* C, const T* h, T s, int64_t n, int64_t m, int64_t j
       }
       BS[g] = bs;
     }
-    for (int64_t g = 0; g < nv; ++g) SUM[g] = grow ? S::fmadd(SUM[g], FAC[g], BS[g]) : S::add(SUM[g], BS[g]);
+    if (grow) {
+      for (int64_t g = 0; g < nv; ++g) {
+        SUM[g] = S::mul(SUM[g], FAC[g]);
+        MID[g] = S::fmadd(MID[g], FAC[g], BS[g]);
+      }
+    } else {
+      for (int64_t g = 0; g < nv; ++g) MID[g] = S::add(MID[g], BS[g]);
+    }
+    if (++blocks == kMidBlocks) {
+      for (int64_t g = 0; g < nv; ++g) SUM[g] = S::add(SUM[g], MID[g]), MID[g] = S::zero();
+      blocks = 0;
+    }
   }
   for (int64_t g = 0; g < nv; ++g) {
     alignas(64) T sh[L], sm[L];
     S::store(sh, SH[g]);
-    S::store(sm, SUM[g]);
+    S::store(sm, S::add(SUM[g], MID[g]));
     const int64_t cnt = std::min<int64_t>(L, w - g * L);
     for (int64_t l = 0; l < cnt; ++l) out[j0 + g * L + l] = sh[l] + std::log(sm[l]);
   }

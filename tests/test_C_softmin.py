@@ -147,6 +147,15 @@ def test_dense_small_epsilon(rng, isa, dtype, transpose):
     assert np.isfinite(out).all()
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("transpose", [False, True])
+def test_dense_long_reductions_float32(rng, isa, transpose):
+    """Sums over 60000 terms in float32 stay within 2x the naive float32 error (partial sums)."""
+    n, m = (60000, 19) if transpose else (19, 60000)
+    C, h, scale = dense_inputs(rng, 1, n, m, np.float32, transpose)
+    run_dense_check(C, h, scale, transpose, np.float32, isa)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dense_threads_identical(rng, dtype):
     # Many tasks in both directions (rows: blocks of rows; columns: slabs of columns).
