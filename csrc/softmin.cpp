@@ -53,7 +53,7 @@ constexpr int64_t kRowTaskElems = 32768;
 template <typename T>
 constexpr int64_t kSlab = 2048 / sizeof(T);
 constexpr int64_t kColBlockRows = 8;
-constexpr int64_t kMidBlocks = 32;  // blocks per partial sum (column direction)
+constexpr int64_t kMidBlocks = 32;  // blocks (chunks, tiles) per partial sum
 // ...and tasks wanted per call before slabs get narrower than kSlab.
 constexpr int64_t kMinTasks = 16;
 
@@ -101,14 +101,31 @@ FASTOT_INLINE T shift_of(T M) {
   return M == -kInf<T> ? T(0) : M;
 }
 
-// Folds a block into the running (M, sum): Mn = max(M, block max) (already in
-// M_new), block_sum = sum over the block of exp(v - shift_of(Mn)).
+// Running log-sum-exp of one output over blocks: max M, and the sum relative
+// to shift_of(M) in two levels (blocks gather in `mid`, kMidBlocks at a time,
+// before joining `sum`), so float32 sums over many blocks keep the accuracy
+// of a tree-like reduction.
 template <typename T>
-FASTOT_INLINE void lse_merge(T& M, T& sum, T Mn, T block_sum) {
-  if (Mn > M) sum *= std::exp(M - shift_of(Mn));  // M = -inf: sum (0 or NaN) * 0
-  sum += block_sum;
-  M = Mn;
-}
+struct LseAcc {
+  T M = -kInf<T>, sum = 0, mid = 0;
+  int64_t blocks = 0;
+  // Mn = max(M, the block's max); block_sum = sum over the block of exp(v - shift_of(Mn)).
+  FASTOT_INLINE void add(T Mn, T block_sum) {
+    if (Mn > M) {  // M = -inf: the factor is 0 (sums are 0, or NaN, which stays)
+      const T f = std::exp(M - shift_of(Mn));
+      sum *= f;
+      mid *= f;
+    }
+    mid += block_sum;
+    M = Mn;
+    if (++blocks == kMidBlocks) {
+      sum += mid;
+      mid = 0;
+      blocks = 0;
+    }
+  }
+  FASTOT_INLINE T result() const { return shift_of(M) + std::log(sum + mid); }
+};
 
 // ---------------------------------------------------------------------------
 // Dense, reduction along rows: out[i] = LSE_j (h[j] - s C[i, j]), rows [i0, i1).
@@ -143,13 +160,13 @@ void lse_dense_rows(const T* C, const T* h, T s, int64_t m, int64_t i0, int64_t 
     return S::max(a0, a1);
   };
   int64_t i = i0, j0 = 0;
-  T M = -kInf<T>, sum = 0;
+  LseAcc<T> acc;
   T Mc = simd::hmax<T>(chunk_max(C + i * m, h, std::min(K, m), 0, ninf, ninf));
   for (;;) {
     const int64_t len = std::min(K, m - j0);
     const T* cc = C + i * m + j0;
     const T* hh = h + j0;
-    const T Mn = Mc > M ? Mc : M;
+    const T Mn = Mc > acc.M ? Mc : acc.M;
     const V sh = S::set1(shift_of(Mn));
     // The next chunk: further along this row, or the start of the next one.
     int64_t ni = i, nj0 = j0 + K;
@@ -179,11 +196,10 @@ void lse_dense_rows(const T* C, const T* h, T s, int64_t m, int64_t i0, int64_t 
     if (full < len) s1 = S::add(s1, simd::exp<T>(S::sub(v_tail(cc, hh, full, len), sh)));
     // ...and of the next chunk's pass 1.
     if (has_next) Mc = simd::hmax<T>(S::max(chunk_max(nc, nh, nlen, j, a0, a1), S::max(a2, a3)));
-    lse_merge(M, sum, Mn, simd::hsum<T>(S::add(S::add(s0, s1), S::add(s2, s3))));
+    acc.add(Mn, simd::hsum<T>(S::add(S::add(s0, s1), S::add(s2, s3))));
     if (ni != i) {
-      out[i] = shift_of(M) + std::log(sum);
-      M = -kInf<T>;
-      sum = 0;
+      out[i] = acc.result();
+      acc = LseAcc<T>();
     }
     if (!has_next) break;
     i = ni;
@@ -445,16 +461,12 @@ void lse_sqeuclidean_rows(const T* x, const T* yp, const T* yy, const T* hp, T s
   const int64_t rows = i1 - i0;
   const int64_t groups = ceil_div(rows, MR);
   alignas(64) T xx[MB];
-  T M[MB], sum[MB];
+  LseAcc<T> lse[MB];
   V vmax[MB];
   for (int64_t g = 0; g < groups; ++g) {
     const T* xr[MR];
     for (int r = 0; r < MR; ++r) xr[r] = x + std::min(i0 + g * MR + r, i1 - 1) * d;
     sqnorms<T, MR>(xr, d, xx + g * MR);
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    M[r] = -kInf<T>;
-    sum[r] = 0;
   }
   const V ninf = S::set1(-kInf<T>);
   for (int64_t jt = 0; jt < m_pad; jt += NB) {
@@ -517,7 +529,7 @@ void lse_sqeuclidean_rows(const T* x, const T* yp, const T* yy, const T* hp, T s
     for (int64_t r = 0; r < rows; ++r) {
       const T* row = buf + r * NB;
       const T Mc = simd::hmax<T>(vmax[r]);
-      const T Mn = Mc > M[r] ? Mc : M[r];
+      const T Mn = Mc > lse[r].M ? Mc : lse[r].M;
       const V sh = S::set1(shift_of(Mn));
       V s0 = S::zero(), s1 = S::zero();
       int64_t j = 0;
@@ -526,10 +538,10 @@ void lse_sqeuclidean_rows(const T* x, const T* yp, const T* yy, const T* hp, T s
         s1 = S::add(s1, simd::exp<T>(S::sub(S::load(row + j + L), sh)));
       }
       if (j < nb) s0 = S::add(s0, simd::exp<T>(S::sub(S::load(row + j), sh)));
-      lse_merge(M[r], sum[r], Mn, simd::hsum<T>(S::add(s0, s1)));
+      lse[r].add(Mn, simd::hsum<T>(S::add(s0, s1)));
     }
   }
-  for (int64_t r = 0; r < rows; ++r) out[i0 + r] = shift_of(M[r]) + std::log(sum[r]);
+  for (int64_t r = 0; r < rows; ++r) out[i0 + r] = lse[r].result();
 }
 
 template <typename T>

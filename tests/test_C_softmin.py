@@ -269,6 +269,15 @@ def test_sqeuclidean_self_distance_is_exactly_zero(rng, isa, dtype):
     np.testing.assert_array_equal(out, h)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_sqeuclidean_long_reductions_float32(rng, isa):
+    """Sums over 60000 terms in float32 stay within 2x the naive float32 error (partial sums)."""
+    x = rng.normal(size=(1, 19, 3)).astype(np.float32)
+    y = rng.normal(size=(1, 60000, 3)).astype(np.float32)
+    h = rng.normal(size=(1, 60000)).astype(np.float32)
+    run_online_check(x, y, h, np.array([0.3], np.float32), np.float32, isa)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_sqeuclidean_threads_identical(rng, dtype):
     x = rng.normal(size=(2, 150, 20)).astype(dtype)
