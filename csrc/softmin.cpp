@@ -181,19 +181,19 @@ void lse_dense_rows(const T* C, const T* h, T s, int64_t m, int64_t i0, int64_t 
     int64_t j = 0;
     for (; j < both; j += 4 * L) {
       prefetch<4 * L * sizeof(T)>(nc, nlen + j);  // the chunk after next (C is contiguous)
-      s0 = S::add(s0, simd::exp<T>(S::sub(v_at(cc, hh, j), sh)));
+      s0 = simd::add_exp<T>(s0, S::sub(v_at(cc, hh, j), sh));
       a0 = S::max(v_at(nc, nh, j), a0);
-      s1 = S::add(s1, simd::exp<T>(S::sub(v_at(cc, hh, j + L), sh)));
+      s1 = simd::add_exp<T>(s1, S::sub(v_at(cc, hh, j + L), sh));
       a1 = S::max(v_at(nc, nh, j + L), a1);
-      s2 = S::add(s2, simd::exp<T>(S::sub(v_at(cc, hh, j + 2 * L), sh)));
+      s2 = simd::add_exp<T>(s2, S::sub(v_at(cc, hh, j + 2 * L), sh));
       a2 = S::max(v_at(nc, nh, j + 2 * L), a2);
-      s3 = S::add(s3, simd::exp<T>(S::sub(v_at(cc, hh, j + 3 * L), sh)));
+      s3 = simd::add_exp<T>(s3, S::sub(v_at(cc, hh, j + 3 * L), sh));
       a3 = S::max(v_at(nc, nh, j + 3 * L), a3);
     }
     // The rest of this chunk's pass 2 (same v bit for bit as in its pass 1)...
     const int64_t full = len / L * L;
-    for (int64_t q = j; q < full; q += L) s0 = S::add(s0, simd::exp<T>(S::sub(v_at(cc, hh, q), sh)));
-    if (full < len) s1 = S::add(s1, simd::exp<T>(S::sub(v_tail(cc, hh, full, len), sh)));
+    for (int64_t q = j; q < full; q += L) s0 = simd::add_exp<T>(s0, S::sub(v_at(cc, hh, q), sh));
+    if (full < len) s1 = simd::add_exp<T>(s1, S::sub(v_tail(cc, hh, full, len), sh));
     // ...and of the next chunk's pass 1.
     if (has_next) Mc = simd::hmax<T>(S::max(chunk_max(nc, nh, nlen, j, a0, a1), S::max(a2, a3)));
     acc.add(Mn, simd::hsum<T>(S::add(S::add(s0, s1), S::add(s2, s3))));
@@ -269,7 +269,7 @@ void lse_dense_cols(const T* C, const T* h, T s, int64_t n, int64_t m, int64_t j
         prefetch<kG * L * sizeof(T)>(c, kColBlockRows * m);
 #pragma GCC unroll 8
         for (int q = 0; q < kG; ++q)
-          bs[q] = S::add(bs[q], simd::exp<T>(S::sub(S::fnmadd(vs, S::loadu(c + q * L), hv), sh[q])));
+          bs[q] = simd::add_exp<T>(bs[q], S::sub(S::fnmadd(vs, S::loadu(c + q * L), hv), sh[q]));
       }
 #pragma GCC unroll 8
       for (int q = 0; q < kG; ++q) BS[g0 + q] = bs[q];
@@ -281,7 +281,7 @@ void lse_dense_cols(const T* C, const T* h, T s, int64_t n, int64_t m, int64_t j
         const T* c = C + i * m + j0 + g * L;
         prefetch<L * sizeof(T)>(c, kColBlockRows * m);
         const V cv = g < full ? S::loadu(c) : simd::load_partial(c, tail, T(0));
-        bs = S::add(bs, simd::exp<T>(S::sub(S::fnmadd(vs, cv, hv), SH[g])));
+        bs = simd::add_exp<T>(bs, S::sub(S::fnmadd(vs, cv, hv), SH[g]));
       }
       BS[g] = bs;
     }
@@ -534,10 +534,10 @@ void lse_sqeuclidean_rows(const T* x, const T* yp, const T* yy, const T* hp, T s
       V s0 = S::zero(), s1 = S::zero();
       int64_t j = 0;
       for (; j + 2 * L <= nb; j += 2 * L) {
-        s0 = S::add(s0, simd::exp<T>(S::sub(S::load(row + j), sh)));
-        s1 = S::add(s1, simd::exp<T>(S::sub(S::load(row + j + L), sh)));
+        s0 = simd::add_exp<T>(s0, S::sub(S::load(row + j), sh));
+        s1 = simd::add_exp<T>(s1, S::sub(S::load(row + j + L), sh));
       }
-      if (j < nb) s0 = S::add(s0, simd::exp<T>(S::sub(S::load(row + j), sh)));
+      if (j < nb) s0 = simd::add_exp<T>(s0, S::sub(S::load(row + j), sh));
       lse[r].add(Mn, simd::hsum<T>(S::add(s0, s1)));
     }
   }

@@ -40,6 +40,7 @@ namespace simd {
 //     ISA has FMA (AVX2+FMA, AVX-512), two on SSE2 / scalar;
 //   zero_if_lt(x, lo, r): 0 where x < lo (ordered), else r;
 //   mul_unless_lt(x, lo, a, b): 0 where x < lo (ordered), else a * b;
+//   any_gt(a, b): some lane has a > b (ordered);
 //   select_eq / select_gt(a, b, u, r): u where a == b / a > b (ordered), else r;
 //   scale_pow2_unless_lt(x, lo, p, t, k, bias): 0 where x < lo, else p * 2^k
 //     (AVX-512: vscalef with k; others: pow2(t, bias) with t = magic + k);
@@ -477,6 +478,14 @@ FASTOT_INLINE typename Simd<T>::V exp(typename Simd<T>::V x) {
   auto y = S::scale_pow2_unless_lt(x, lo, p, tt, kk, K::bias);
   y = S::mul(y, S::select_gt(x, zero, S::set1(T(2)), one));
   return S::select_gt(x, S::set1(K::hi), S::set1(std::numeric_limits<T>::infinity()), y);
+}
+
+// acc + exp(x), x <= 0 or NaN. (Skipping the exp for vectors entirely below
+// Lo, where it is 0, was tried: 10% slower when nothing is skipped, and up to
+// 1.9x slower at small epsilon, where the branch is unpredictable.)
+template <typename T>
+FASTOT_INLINE typename Simd<T>::V add_exp(typename Simd<T>::V acc, typename Simd<T>::V x) {
+  return Simd<T>::add(acc, exp<T>(x));
 }
 
 }  // namespace simd
