@@ -13,11 +13,13 @@ bool cpu_runs(const std::string& isa) {
   if (isa == "generic") return true;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #if defined(FASTOT_HAVE_AVX2)
-  if (isa == "avx2") return __builtin_cpu_supports("avx2");
+  // The wide copies are built with -mfma too (CMakeLists.txt): require it.
+  if (isa == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #endif
 #if defined(FASTOT_HAVE_AVX512)
   if (isa == "avx512")
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+    return __builtin_cpu_supports("fma") && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512vl") &&
            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw");
 #endif
 #endif
