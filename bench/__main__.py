@@ -13,6 +13,7 @@ from bench import set_thread_env
 # Registered op families: name -> module under bench/. Each module exposes ``run(config) -> int``.
 FAMILIES: dict[str, str] = {
     "assignment": "bench.assignment",
+    "sinkhorn": "bench.sinkhorn",
 }
 
 
