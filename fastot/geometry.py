@@ -99,15 +99,16 @@ class PointCloudGeometry(Geometry):
 
     The per-iteration reductions are the ``fastot::lse_sqeuclidean`` op (tiles of the cost computed
     in registers: memory ``O((n + m) d)``); the once-per-solve products (``apply``, ``<P, C>``) go
-    through blocks of ``block`` rows (memory ``O(block * max(n, m))``).
+    through blocks of rows holding at most ``block_entries`` cost entries each (default 2^16 per
+    problem: a few hundred kB of temporaries, independent of ``n * m``).
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, block: int = 1024):
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, block_entries: int = 1 << 16):
         self.x, self.y = x.contiguous(), y.contiguous()
         self.batch, self.n, _ = x.shape
         self.m = y.shape[1]
         self.dtype, self.device = x.dtype, x.device
-        self.block = block
+        self.block_entries = block_entries
         self.x2 = (x * x).sum(-1)
         self.y2 = (y * y).sum(-1)
 
@@ -119,8 +120,9 @@ class PointCloudGeometry(Geometry):
     def _blocks(self, transpose: bool):
         """Yields (rows slice, cost block (B, rows, cols)); ``transpose`` swaps the roles of x and y."""
         a, a2, b, b2 = (self.y, self.y2, self.x, self.x2) if transpose else (self.x, self.x2, self.y, self.y2)
-        for start in range(0, a.shape[1], self.block):
-            rows = slice(start, min(start + self.block, a.shape[1]))
+        block = max(1, self.block_entries // max(1, b.shape[1]))
+        for start in range(0, a.shape[1], block):
+            rows = slice(start, min(start + block, a.shape[1]))
             yield rows, self._cost(a[:, rows], a2[:, rows], b, b2)
 
     def lse_rows(self, h, scale):

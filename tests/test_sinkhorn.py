@@ -128,13 +128,17 @@ def test_online_matches_dense(rng, d):
 
 
 def test_online_block_boundaries(rng):
-    """More rows than one block of the online geometry (1024): the blocks must stitch exactly."""
-    x = torch.from_numpy(rng.standard_normal((1030, 2)))
-    y = torch.from_numpy(rng.standard_normal((7, 2)))
+    """The once-per-solve products go through blocks of rows (2^16 cost entries): 401 x 300 needs
+    several blocks, the last one partial; they must stitch exactly."""
+    x = torch.from_numpy(rng.standard_normal((401, 2)))
+    y = torch.from_numpy(rng.standard_normal((300, 2)))
     dense = fastot.sinkhorn(x, y, epsilon=0.5, mode="dense", tol=None, max_iter=5)
     online = fastot.sinkhorn(x, y, epsilon=0.5, mode="online", tol=None, max_iter=5)
     torch.testing.assert_close(online.f, dense.f)
     torch.testing.assert_close(online.g, dense.g)
+    torch.testing.assert_close(online.value, dense.value)
+    v = torch.from_numpy(rng.standard_normal((300, 3)))
+    torch.testing.assert_close(online.apply(v), dense.plan() @ v)
 
 
 def test_small_epsilon_approaches_assignment(rng):
