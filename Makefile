@@ -25,11 +25,11 @@ install: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
 
-# The main job: fastot against scipy, POT and lapx, side by side (~1 minute).
+# The main job: fastot against scipy, POT, lapx and GeomLoss, side by side (~2 minutes).
 bench: $(VENV)/.installed
 	$(PY) -m bench --quick
 
-# The full benchmark (~15 minutes on 2 cores).
+# The full benchmark (~25 minutes on 2 cores).
 bench-full: $(VENV)/.installed
 	$(PY) -m bench
 
