@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from bench import harness
-from bench.harness import OK, Case, Config, Provider
+from bench.harness import Case, Config, Provider
 
 BASELINE = "fastot"
 REFERENCE = ("scipy", "lapx.lapjv", "lapx.lapjvr", "pot")
@@ -253,23 +253,12 @@ def peer_providers(threads: int, batched: bool) -> list[Provider]:
 # targets
 
 
-def _row(rows: list[dict[str, Any]], case: str, provider: str) -> dict[str, Any] | None:
-    r = next((r for r in rows if r["case"] == case and r["provider"] == provider), None)
-    return r if r is not None and r["status"] == OK else None
-
-
-def _verdict(ratio: float, need: float) -> str:
-    # Noise here is up to 30-45%: a ratio within 1.5x of its threshold is called "close".
-    word = "PASS" if ratio >= need else "FAIL"
-    return word + (" (close: within 1.5x of threshold)" if need / 1.5 < ratio < need * 1.5 else "")
-
-
 def check_targets(rows: list[dict[str, Any]]) -> list[str]:
     lines = []
 
     def compare(case: str, peers: list[str], need: float, label: str) -> None:
-        base = _row(rows, case, BASELINE)
-        present = [(p, _row(rows, case, p)) for p in peers]
+        base = harness.ok_row(rows, case, BASELINE)
+        present = [(p, harness.ok_row(rows, case, p)) for p in peers]
         present = [(p, r) for p, r in present if r is not None]
         if base is None or not present:
             missing = "fastot" if base is None else "/".join(peers)
@@ -281,7 +270,7 @@ def check_targets(rows: list[dict[str, Any]]) -> list[str]:
         note = f"; not timed: {', '.join(absent)}" if absent else ""
         lines.append(
             f"  {case:<20} {label:<34} {best_name} / fastot = {ratio:5.2f} (need >= {need:g}): "
-            f"{_verdict(ratio, need)}{note}"
+            f"{harness.verdict(ratio, need)}{note}"
         )
 
     print_cases = {r["case"] for r in rows}

@@ -527,3 +527,16 @@ def plot_results(rows: list[dict[str, Any]], path: Path, baseline: str, title: s
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def ok_row(rows: list[dict[str, Any]], case: str, provider: str) -> dict[str, Any] | None:
+    """The row of ``provider`` on ``case`` if it was timed successfully, else ``None``."""
+    r = next((r for r in rows if r["case"] == case and r["provider"] == provider), None)
+    return r if r is not None and r["status"] == OK else None
+
+
+def verdict(ratio: float, need: float) -> str:
+    """PASS/FAIL of a target ratio; noise here is up to 30-45%, so a ratio within 1.5x of its threshold
+    is also called "close"."""
+    word = "PASS" if ratio >= need else "FAIL"
+    return word + (" (close: within 1.5x of threshold)" if need / 1.5 < ratio < need * 1.5 else "")

@@ -705,17 +705,6 @@ def print_table(rows: list[dict[str, Any]], header: bool = True) -> None:
             print(f"{r['case']:<20} {r['provider']:<19} {r['status'].upper():>8}  {r['reason']}")
 
 
-def _row(rows: list[dict[str, Any]], case: str, provider: str) -> dict[str, Any] | None:
-    r = next((r for r in rows if r["case"] == case and r["provider"] == provider), None)
-    return r if r is not None and r["status"] == OK else None
-
-
-def _verdict(ratio: float, need: float) -> str:
-    # Noise here is up to 30-45%: a ratio within 1.5x of its threshold is called "close".
-    word = "PASS" if ratio >= need else "FAIL"
-    return word + (" (close: within 1.5x of threshold)" if need / 1.5 < ratio < need * 1.5 else "")
-
-
 def check_targets(rows: list[dict[str, Any]]) -> list[str]:
     lines: list[str] = []
     single64 = [r for r in rows if r["B"] == 1 and r["d"] == 64 and r["eps_fraction"] == EPS_FRACTION]
@@ -724,7 +713,7 @@ def check_targets(rows: list[dict[str, Any]]) -> list[str]:
     proxy = "" if case == TARGET_CASE else f" [proxy: {case}, {TARGET_CASE} not run]"
 
     def per_iter(case: str, provider: str) -> float | None:
-        r = _row(rows, case, provider)
+        r = harness.ok_row(rows, case, provider)
         return r["iter_median_ms"] if r else None
 
     base = per_iter(case, BASELINE)
@@ -741,19 +730,19 @@ def check_targets(rows: list[dict[str, Any]]) -> list[str]:
         ratio = t / base_t
         absent = [p for p in peers if p not in dict(present)]
         extra = f"; not timed: {', '.join(absent)}" if absent else ""
-        verdict = _verdict(ratio, need)
+        verdict = harness.verdict(ratio, need)
         lines.append(
             f"  {label:<58} {best} / fastot = {ratio:5.2f} (need >= {need:g}): {verdict}{extra}{note}"
         )
 
     compare("(1a) dense f32 per iter no slower than POT's fastest", POT_NAMES, 1.0)
     compare("(1b) dense f32 >= 10x faster than POT sinkhorn_log (torch)", ("pot-log-torch32",), 10.0)
-    online = _row(rows, case, "fastot-online")
+    online = harness.ok_row(rows, case, "fastot-online")
     if base is None or online is None:
         lines.append(f"  {'(2) online d=64 within 2x of dense, no n x m allocation':<58} N/A{proxy}")
     else:
         ratio = base / online["iter_median_ms"]
-        time_ok = _verdict(ratio, 0.5)
+        time_ok = harness.verdict(ratio, 0.5)
         peak = online.get("peak_mb")
         if peak is None:
             mem = "memory not measured: N/A"
