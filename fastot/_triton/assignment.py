@@ -1,0 +1,465 @@
+"""Triton kernels for exact linear sum assignment: shortest augmenting paths with dual potentials.
+
+``solve_lsa(C)`` solves every problem of a batch ``C (B, r, c)`` with ``r <= c`` (minimisation;
+``+inf`` = forbidden pair) exactly and returns ``col4row (B, r)`` int64, the dual potentials
+``u (B, r)``, ``v (B, c)`` in ``C``'s dtype (float32 or float64; the arithmetic runs in that dtype)
+and a status per problem (:data:`STATUS_OK`, :data:`STATUS_INFEASIBLE`, :data:`STATUS_INVALID`, the
+codes of ``fastot._C``). The duals certify the optimum: ``u_i + v_j <= C_ij`` for every pair, with
+equality on the assignment, ``v_j = 0`` on unassigned columns (so ``v <= 0`` when ``r < c``) and
+``sum u + sum v`` = the assignment's cost, all up to rounding in the solve dtype.
+
+Algorithm (one program per problem, the batch is the grid): Jonker-Volgenant's shortest augmenting
+paths. Only the column potentials ``v`` are kept; a row's potential is implied (``u_i = C[i, j] -
+v[j]`` on its assigned column ``j``). For each free row, Dijkstra over the columns on reduced costs:
+a step relaxes one row of ``C`` against the labels of every column at once (a vector operation over
+the column block), then picks the unscanned column of least label, preferring an unassigned one on a
+tie (the path ends there). The labels of the scanned columns then update ``v``, and the path flips.
+Square problems start from column reduction + reduction transfer (JV's initialisation: every column
+takes its cheapest row, each row that is the argmin of exactly one column keeps it and moves its
+slack to that column), which leaves typically 30-60% of rows free on point-cloud costs. Rectangular
+problems start from ``v = 0`` with every row free (so ``v`` stays 0 on columns that end unassigned).
+
+Two kernels, chosen by the number of columns:
+
+- ``block`` (``c <= block_cap``): the column state (labels, predecessors, ``v``, the column's row,
+  the scanned mask) lives in registers as one block of ``next_power_of_2(c)`` lanes; one warp for up
+  to 256 columns (reductions are warp shuffles), more warps above;
+- ``chunked`` (larger ``c``): the same algorithm with the column state in a global scratch buffer,
+  walked in chunks of ``block_cap`` columns per step (barriers order the scalar updates).
+
+Limits: ``r * c`` below 2**31 (row offsets are 32-bit). Exactness: the floating-point result is
+optimal up to the rounding of the potentials (the same guarantee as the CPU kernel, ``csrc/lsa.cpp``);
+float64 is the safe choice when costs span many orders of magnitude. NaN or ``-inf`` entries are
+reported as :data:`STATUS_INVALID` (checked with torch before the launch; such problems are not
+solved).
+
+Launchers accept tensors on any device: CUDA tensors run the compiled kernels; CPU tensors need
+``TRITON_INTERPRET=1`` in the environment before the first launch (Triton's interpreter). Kernels are
+built on first use. This module imports only torch and triton.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from .softmin import interpreting
+
+__all__ = [
+    "STATUS_INFEASIBLE",
+    "STATUS_INVALID",
+    "STATUS_OK",
+    "solve_lsa",
+]
+
+# The codes of fastot._C (csrc/lsa.h), so callers can share one error path.
+STATUS_OK, STATUS_INFEASIBLE, STATUS_INVALID = 0, 1, 2
+
+_BLOCK_CAP = 4096  # largest column block held in registers on a GPU (see _block_warps)
+_CHUNK = 2048  # column chunk of the chunked kernel on a GPU
+_INTERPRET_BLOCK_CAP = 64  # under the interpreter (tests pass smaller caps to reach the chunked kernel)
+
+
+# --------------------------------------------------------------------------------------------------
+# kernels (plain functions; decorated with triton.jit on first use, see _kernel). As in softmin.py,
+# only Triton builtins are called (reductions are tl.reduce with the standard library's combine
+# functions), so the kernels also run when triton was imported before TRITON_INTERPRET=1 was set.
+
+
+def _min_combine_fallback(a, b):
+    return tl.minimum(a, b)
+
+
+def _max_combine_fallback(a, b):
+    return tl.maximum(a, b)
+
+
+def _sum_combine_fallback(a, b):
+    return a + b
+
+
+_min_combine = getattr(tl.standard, "_elementwise_min", None)
+_max_combine = getattr(tl.standard, "_elementwise_max", None)
+_sum_combine = getattr(tl.standard, "_sum_combine", None)
+
+
+def _lsa_block_kernel(
+    C,
+    COL4ROW,
+    U,
+    V,
+    STATUS,
+    R,
+    M,
+    stride_cb,
+    BLOCK_M: tl.constexpr,
+    WARM: tl.constexpr,
+):
+    # One problem C[b] (R x M, row-major, R <= M <= BLOCK_M); column state in registers.
+    dt = C.dtype.element_ty
+    b = tl.program_id(0).to(tl.int64)
+    c_base = C + b * stride_cb
+    idx = tl.arange(0, BLOCK_M)
+    cmask = idx < M
+    inf_v = tl.full([BLOCK_M], float("inf"), dt)
+    zero = tl.reduce(tl.full([BLOCK_M], 0.0, dt), 0, _sum_combine)  # a 0-d tensor of dtype dt
+    status = tl.load(STATUS + b)
+    v = tl.full([BLOCK_M], 0.0, dt)
+    row4col = tl.full([BLOCK_M], -1, tl.int32)
+
+    if WARM:
+        # Column reduction: v_j = min_i C_ij, the first row reaching it is the column's argmin row.
+        colmin = inf_v
+        argrow = tl.full([BLOCK_M], -1, tl.int32)
+        for i in range(0, R):
+            c = tl.load(c_base + i * M + idx, mask=cmask, other=float("inf"))
+            lt = c < colmin
+            colmin = tl.where(lt, c, colmin)
+            argrow = tl.where(lt, i, argrow)
+        v = tl.where(colmin < float("inf"), colmin, 0.0)
+        # Each row takes the last column it is the argmin of; a row that is the argmin of exactly one
+        # column lowers that column's v by its second-best reduced cost (reduction transfer), which
+        # keeps every reduced cost non-negative.
+        for i in range(0, R):
+            mine = argrow == i
+            jmax = tl.reduce(tl.where(mine, idx, -1), 0, _max_combine)
+            cnt = tl.reduce(mine.to(tl.int32), 0, _sum_combine)
+            at_j = idx == jmax
+            row4col = tl.where(at_j, i, row4col)
+            c = tl.load(c_base + i * M + idx, mask=cmask, other=float("inf"))
+            mu = tl.reduce(tl.where(at_j, inf_v, c - v), 0, _min_combine)
+            c1 = tl.reduce(tl.where(at_j, c, 0.0), 0, _sum_combine)
+            transfer = (cnt == 1) & (mu < float("inf"))
+            v = tl.where(at_j & transfer, c1 - mu, v)
+
+    for f in range(0, R):
+        is_free = tl.reduce(tl.where(row4col == f, 0, 1), 0, _min_combine)
+        # Dijkstra from row f; labels are relative to u_f. A loop that must not run starts with sink >= 0.
+        sink = tl.where((is_free == 1) & (status == 0), -1, 0)
+        dist = inf_v
+        pred = tl.full([BLOCK_M], 0, tl.int32) + f
+        scanned = tl.full([BLOCK_M], 0, tl.int32)
+        i = f + 0
+        h = zero
+        lowest = zero
+        while sink < 0:
+            c = tl.load(c_base + i * M + idx, mask=cmask, other=float("inf"))
+            x = c - v - h
+            upd = (x < dist) & (scanned == 0)
+            dist = tl.where(upd, x, dist)
+            pred = tl.where(upd, i, pred)
+            dm = tl.where(scanned == 0, dist, inf_v)
+            lowest = tl.reduce(dm, 0, _min_combine)
+            # least label; among equal labels an unassigned column first (it ends the path), then the
+            # lowest index
+            key = tl.where(dm == lowest, idx + tl.where(row4col < 0, 0, BLOCK_M), 2 * BLOCK_M)
+            kmin = tl.reduce(key, 0, _min_combine)
+            feasible = lowest < float("inf")
+            j = tl.where(kmin < BLOCK_M, kmin, kmin - BLOCK_M)
+            at_j = idx == j
+            status = tl.where(feasible, status, 1)  # STATUS_INFEASIBLE
+            sink = tl.where(feasible, tl.where(kmin < BLOCK_M, j, -1), 0)
+            scanned = tl.where(at_j, 1, scanned)
+            # next row: the one assigned to column j; its potential u_i = C_ij - v_j gives the offset
+            i_next = tl.reduce(tl.where(at_j, row4col, -1), 0, _max_combine)
+            vj = tl.reduce(tl.where(at_j, v, 0.0), 0, _sum_combine)
+            cij = tl.load(c_base + i_next * M + j, mask=(i_next >= 0) & (sink < 0), other=0.0)
+            h = cij - vj - lowest
+            i = tl.maximum(i_next, 0)
+        ok = (is_free == 1) & (status == 0)
+        # dual update on the scanned columns (the sink's label is `lowest`: unchanged), then the flip
+        v = tl.where((scanned != 0) & ok, v + dist - lowest, v)
+        j = tl.where(ok, sink, -1)
+        while j >= 0:
+            at_j = idx == j
+            i = tl.reduce(tl.where(at_j, pred, -1), 0, _max_combine)
+            prev = tl.reduce(tl.where(row4col == i, idx, BLOCK_M), 0, _min_combine)
+            row4col = tl.where(at_j, i, row4col)
+            j = tl.where(i == f, -1, prev)
+
+    tl.store(STATUS + b, status)
+    ok = status == 0
+    assigned = (row4col >= 0) & cmask & ok
+    rows = tl.maximum(row4col, 0)
+    tl.store(COL4ROW + b * R + rows, idx.to(tl.int64), mask=assigned)
+    c_assigned = tl.load(c_base + rows * M + idx, mask=assigned, other=0.0)
+    tl.store(U + b * R + rows, c_assigned - v, mask=assigned)
+    tl.store(V + b * M + idx, v, mask=cmask)
+
+
+def _lsa_chunked_kernel(
+    C,
+    COL4ROW,
+    V,
+    DIST,
+    PRED,
+    ROW4COL,
+    SCAN,
+    STATUS,
+    R,
+    M,
+    stride_cb,
+    BLOCK: tl.constexpr,
+    WARM: tl.constexpr,
+):
+    # One problem C[b] (R x M, R <= M); column state in global scratch rows of length M, walked in
+    # chunks of BLOCK. Vector loads and stores of a chunk use one layout (each lane touches what it
+    # wrote); scalar updates are followed by a barrier before any lane may read them.
+    # On entry (launcher): V = 0, ROW4COL = -1, COL4ROW = -1 for this problem.
+    dt = C.dtype.element_ty
+    b = tl.program_id(0).to(tl.int64)
+    c_base = C + b * stride_cb
+    v_base = V + b * M
+    d_base = DIST + b * M
+    p_base = PRED + b * M
+    r_base = ROW4COL + b * M
+    s_base = SCAN + b * M
+    cr_base = COL4ROW + b * R
+    idx = tl.arange(0, BLOCK)
+    zero = tl.reduce(tl.full([BLOCK], 0.0, dt), 0, _sum_combine)
+    status = tl.load(STATUS + b)
+
+    if WARM:
+        # column reduction: DIST = column minima, PRED = their first argmin row
+        for c0 in range(0, M, BLOCK):
+            offs = c0 + idx
+            cm = offs < M
+            tl.store(d_base + offs, tl.full([BLOCK], float("inf"), dt), mask=cm)
+            tl.store(p_base + offs, tl.full([BLOCK], -1, tl.int32), mask=cm)
+        for i in range(0, R):
+            row = c_base + i * M
+            for c0 in range(0, M, BLOCK):
+                offs = c0 + idx
+                cm = offs < M
+                c = tl.load(row + offs, mask=cm, other=float("inf"))
+                colmin = tl.load(d_base + offs, mask=cm, other=float("inf"))
+                lt = c < colmin
+                tl.store(d_base + offs, tl.where(lt, c, colmin), mask=cm)
+                tl.store(p_base + offs, tl.where(lt, i, tl.load(p_base + offs, mask=cm, other=-1)), mask=cm)
+        for c0 in range(0, M, BLOCK):
+            offs = c0 + idx
+            cm = offs < M
+            colmin = tl.load(d_base + offs, mask=cm, other=0.0)
+            tl.store(v_base + offs, tl.where(colmin < float("inf"), colmin, 0.0), mask=cm)
+        tl.debug_barrier()
+        for i in range(0, R):
+            row = c_base + i * M
+            jmax = tl.reduce(tl.full([BLOCK], -1, tl.int32), 0, _max_combine)
+            cnt = tl.reduce(tl.full([BLOCK], 0, tl.int32), 0, _sum_combine)
+            for c0 in range(0, M, BLOCK):
+                offs = c0 + idx
+                mine = tl.load(p_base + offs, mask=offs < M, other=-1) == i
+                jmax = tl.maximum(jmax, tl.reduce(tl.where(mine, offs, -1), 0, _max_combine))
+                cnt += tl.reduce(mine.to(tl.int32), 0, _sum_combine)
+            mu = zero + float("inf")
+            for c0 in range(0, M, BLOCK):
+                offs = c0 + idx
+                cm = (offs < M) & (offs != jmax)
+                c = tl.load(row + offs, mask=cm, other=float("inf"))
+                vc = tl.load(v_base + offs, mask=cm, other=0.0)
+                mu = tl.minimum(mu, tl.reduce(c - vc, 0, _min_combine))
+            has = jmax >= 0
+            transfer = has & (cnt == 1) & (mu < float("inf"))
+            c1 = tl.load(row + jmax, mask=has, other=0.0)
+            tl.store(v_base + jmax, c1 - mu, mask=transfer)
+            tl.store(r_base + jmax, i, mask=has)
+            tl.store(cr_base + i, jmax.to(tl.int64), mask=has)
+            tl.debug_barrier()
+
+    for f in range(0, R):
+        active = (tl.load(cr_base + f) < 0) & (status == 0)
+        sink = tl.where(active, -1, 0)
+        if active:
+            for c0 in range(0, M, BLOCK):
+                offs = c0 + idx
+                cm = offs < M
+                tl.store(d_base + offs, tl.full([BLOCK], float("inf"), dt), mask=cm)
+                tl.store(p_base + offs, tl.full([BLOCK], 0, tl.int32) + f, mask=cm)
+                tl.store(s_base + offs, tl.full([BLOCK], 0, tl.int8), mask=cm)
+            tl.debug_barrier()
+        i = f + 0
+        h = zero
+        lowest = zero
+        while sink < 0:
+            row = c_base + i * M
+            best = zero + float("inf")
+            kbest = 2 * M
+            for c0 in range(0, M, BLOCK):
+                offs = c0 + idx
+                cm = offs < M
+                c = tl.load(row + offs, mask=cm, other=float("inf"))
+                vc = tl.load(v_base + offs, mask=cm, other=0.0)
+                d = tl.load(d_base + offs, mask=cm, other=float("inf"))
+                free_col = tl.load(s_base + offs, mask=cm, other=1) == 0
+                x = c - vc - h
+                upd = (x < d) & free_col
+                d = tl.where(upd, x, d)
+                tl.store(d_base + offs, d, mask=cm)
+                tl.store(p_base + offs, tl.full([BLOCK], 0, tl.int32) + i, mask=cm & upd)
+                dm = tl.where(free_col, d, float("inf"))
+                cl = tl.reduce(dm, 0, _min_combine)
+                r4c = tl.load(r_base + offs, mask=cm, other=0)
+                key = tl.where((dm == cl) & cm, offs + tl.where(r4c < 0, 0, M), 2 * M)
+                kc = tl.reduce(key, 0, _min_combine)
+                kbest = tl.where(cl < best, kc, tl.where(cl == best, tl.minimum(kbest, kc), kbest))
+                best = tl.minimum(best, cl)
+            lowest = best
+            feasible = lowest < float("inf")
+            j = tl.where(kbest < M, kbest, kbest - M)
+            status = tl.where(feasible, status, 1)  # STATUS_INFEASIBLE
+            sink = tl.where(feasible, tl.where(kbest < M, j, -1), 0)
+            scan = sink < 0
+            tl.store(s_base + j, tl.full([], 1, tl.int8), mask=scan)
+            i_next = tl.load(r_base + j, mask=scan, other=-1)
+            vj = tl.load(v_base + j, mask=scan, other=0.0)
+            cij = tl.load(c_base + i_next * M + j, mask=scan & (i_next >= 0), other=0.0)
+            h = cij - vj - lowest
+            i = tl.maximum(i_next, 0)
+            tl.debug_barrier()
+        ok = active & (status == 0)
+        if ok:
+            for c0 in range(0, M, BLOCK):
+                offs = c0 + idx
+                cm = offs < M
+                scanned = tl.load(s_base + offs, mask=cm, other=0) != 0
+                vc = tl.load(v_base + offs, mask=cm, other=0.0)
+                d = tl.load(d_base + offs, mask=cm, other=0.0)
+                tl.store(v_base + offs, tl.where(scanned, vc + d - lowest, vc), mask=cm)
+            tl.debug_barrier()
+        j = tl.where(ok, sink, -1)
+        while j >= 0:
+            i = tl.load(p_base + j)
+            prev = tl.load(cr_base + i)
+            tl.store(r_base + j, i)
+            tl.store(cr_base + i, j.to(tl.int64))
+            j = tl.where(i == f, -1, prev.to(tl.int32))
+        tl.debug_barrier()
+
+    tl.store(STATUS + b, status)
+
+
+# --------------------------------------------------------------------------------------------------
+# kernel construction
+
+_BODIES: dict[str, Callable[..., Any]] = {"block": _lsa_block_kernel, "chunked": _lsa_chunked_kernel}
+
+
+@functools.cache
+def _kernel(name: str, interpret: bool):
+    """The jitted kernel ``name`` (one per interpreter mode, built on first use)."""
+    global _min_combine, _max_combine, _sum_combine
+    if _min_combine is None:  # not in this triton version's standard library: our own
+        _min_combine = triton.jit(_min_combine_fallback)
+    if _max_combine is None:
+        _max_combine = triton.jit(_max_combine_fallback)
+    if _sum_combine is None:
+        _sum_combine = triton.jit(_sum_combine_fallback)
+    return triton.jit(_BODIES[name])
+
+
+def _get(name: str, device: torch.device):
+    interpret = interpreting()
+    if device.type != "cuda" and not interpret:
+        raise RuntimeError(
+            f"fastot._triton: the assignment kernel got {device.type} tensors; Triton kernels need CUDA "
+            "tensors, or TRITON_INTERPRET=1 in the environment (Triton's CPU interpreter) before the "
+            "first launch"
+        )
+    return _kernel(name, interpret), interpret
+
+
+def _block_warps(block_m: int) -> int:
+    """Warps for a register-resident column block: one up to 256 lanes (warp-shuffle reductions only),
+    then about 8 lanes per thread."""
+    return max(1, min(16, block_m // 256))
+
+
+# --------------------------------------------------------------------------------------------------
+# launcher
+
+
+def solve_lsa(
+    C: torch.Tensor,
+    *,
+    warm_start: bool = True,
+    block_cap: int | None = None,
+    wrap: Callable[[Any], Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Solve a batch of (minimisation) assignment problems exactly, one program per problem.
+
+    Args:
+        C: ``(B, r, c)`` float32 or float64 cost with ``r <= c`` (transpose taller problems first),
+            any device (CUDA, or CPU under ``TRITON_INTERPRET=1``), any strides (made contiguous).
+            ``+inf`` = forbidden pair; NaN and ``-inf`` make a problem invalid.
+        warm_start: start square problems from column reduction + reduction transfer (the optimum
+            does not depend on it; it saves augmentations).
+        block_cap: largest column count held in registers (a power of two >= 16); problems with more
+            columns use the chunked kernel with chunks of ``block_cap`` columns. Default: 4096 on a
+            GPU, 64 under the interpreter.
+        wrap: applied to the kernels before launching (``torch.library.wrap_triton`` in a ``triton_op``).
+
+    Returns:
+        ``(col4row, u, v, status)``: ``col4row (B, r)`` int64, the column of each row; ``u (B, r)``,
+        ``v (B, c)`` dual potentials in ``C``'s dtype; ``status (B,)`` int32 (:data:`STATUS_OK`,
+        :data:`STATUS_INFEASIBLE`, :data:`STATUS_INVALID`). A problem whose status is not OK has
+        ``col4row = -1`` and NaN potentials. Nothing is synchronised with the host.
+    """
+    if not isinstance(C, torch.Tensor):
+        raise TypeError(f"C must be a torch.Tensor, got {type(C).__name__}")
+    if C.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"C must be float32 or float64, got {C.dtype}")
+    if C.dim() != 3 or C.shape[1] > C.shape[2]:
+        raise ValueError(f"C must have shape (B, r, c) with r <= c, got {tuple(C.shape)}")
+    B, R, M = C.shape
+    if R * M >= 2**31:
+        raise ValueError(f"C must have r * c < 2**31 entries per problem, got {R} x {M}")
+    dev = C.device
+    kernel_name = "block"
+    interpret = interpreting()
+    cap = block_cap if block_cap is not None else (_INTERPRET_BLOCK_CAP if interpret else _BLOCK_CAP)
+    if not isinstance(cap, int) or cap < 16 or cap & (cap - 1):
+        raise ValueError(f"block_cap must be a power of two >= 16, got {block_cap!r}")
+    if M > cap:
+        kernel_name = "chunked"
+    kernel, interpret = _get(kernel_name, dev)
+    col4row = torch.full((B, R), -1, dtype=torch.int64, device=dev)
+    u = torch.zeros(B, R, dtype=C.dtype, device=dev)
+    v = torch.zeros(B, M, dtype=C.dtype, device=dev)
+    status = torch.zeros(B, dtype=torch.int32, device=dev)
+    if B == 0 or R == 0:
+        return col4row, u, v, status
+    C = C.detach().contiguous()
+    # NaN and -inf are invalid (one pass with torch; the kernels skip such problems)
+    invalid = (~(C > float("-inf"))).flatten(1).any(1)
+    status = torch.where(invalid, STATUS_INVALID, STATUS_OK).to(torch.int32)
+    warm = bool(warm_start) and R == M
+    launch = wrap(kernel) if wrap is not None else kernel
+    if kernel_name == "block":
+        block_m = max(16, triton.next_power_of_2(M))
+        launch[(B,)](
+            C, col4row, u, v, status, R, M, C.stride(0),
+            BLOCK_M=block_m, WARM=warm, num_warps=1 if interpret else _block_warps(block_m),
+        )  # fmt: skip
+    else:
+        chunk = cap if block_cap is not None or interpret else _CHUNK
+        dist = torch.empty(B, M, dtype=C.dtype, device=dev)
+        pred = torch.empty(B, M, dtype=torch.int32, device=dev)
+        row4col = torch.full((B, M), -1, dtype=torch.int32, device=dev)
+        scan = torch.empty(B, M, dtype=torch.int8, device=dev)
+        launch[(B,)](
+            C, col4row, v, dist, pred, row4col, scan, status, R, M, C.stride(0),
+            BLOCK=chunk, WARM=warm, num_warps=1 if interpret else 8,
+        )  # fmt: skip
+        # u_i = C_i,col4row[i] - v_col4row[i] (the chunked kernel keeps only v)
+        cols = col4row.clamp_min(0)
+        u = torch.gather(C, 2, cols[:, :, None])[:, :, 0] - torch.gather(v, 1, cols)
+    bad = status != STATUS_OK
+    col4row = torch.where(bad[:, None], -1, col4row)
+    u = torch.where(bad[:, None], float("nan"), u)
+    v = torch.where(bad[:, None], float("nan"), v)
+    return col4row, u, v, status
