@@ -12,7 +12,10 @@ from __future__ import annotations
 
 from importlib import metadata as _metadata
 
-from . import ops  # noqa: F401  (registers torch.ops.fastot.*)
+from . import (
+    distributed,  # noqa: F401  (fastot.distributed.couple: global coupling under DDP)
+    ops,  # noqa: F401  (registers torch.ops.fastot.*)
+)
 from .assignment import linear_sum_assignment, solve_assignment
 from .costs import cost_matrix
 from .coupling import couple
