@@ -114,14 +114,16 @@ def _lsa_block_kernel(
 
     if WARM:
         # Column reduction: v_j = min_i C_ij, the first row reaching it is the column's argmin row.
+        # (An invalid problem reads nothing: every column stays unassigned with v = 0.)
+        valid = cmask & (status == 0)
         colmin = inf_v
         argrow = tl.full([BLOCK_M], -1, tl.int32)
         for i in range(0, R):
-            c = tl.load(c_base + i * M + idx, mask=cmask, other=float("inf"))
+            c = tl.load(c_base + i * M + idx, mask=valid, other=float("inf"))
             lt = c < colmin
             colmin = tl.where(lt, c, colmin)
             argrow = tl.where(lt, i, argrow)
-        v = tl.where(colmin < float("inf"), colmin, 0.0)
+        v = tl.where((colmin < float("inf")) & (colmin > float("-inf")), colmin, 0.0)
         # Each row takes the last column it is the argmin of; a row that is the argmin of exactly one
         # column lowers that column's v by its second-best reduced cost (reduction transfer), which
         # keeps every reduced cost non-negative.
@@ -131,7 +133,7 @@ def _lsa_block_kernel(
             cnt = tl.reduce(mine.to(tl.int32), 0, _sum_combine)
             at_j = idx == jmax
             row4col = tl.where(at_j, i, row4col)
-            c = tl.load(c_base + i * M + idx, mask=cmask, other=float("inf"))
+            c = tl.load(c_base + i * M + idx, mask=valid, other=float("inf"))
             mu = tl.reduce(tl.where(at_j, inf_v, c - v), 0, _min_combine)
             c1 = tl.reduce(tl.where(at_j, c, 0.0), 0, _sum_combine)
             transfer = (cnt == 1) & (mu < float("inf"))
@@ -169,10 +171,11 @@ def _lsa_block_kernel(
             i_next = tl.reduce(tl.where(at_j, row4col, -1), 0, _max_combine)
             vj = tl.reduce(tl.where(at_j, v, 0.0), 0, _sum_combine)
             cij = tl.load(c_base + i_next * M + j, mask=(i_next >= 0) & (sink < 0), other=0.0)
-            h = cij - vj - lowest
+            h = tl.where(feasible, cij - vj - lowest, zero)
             i = tl.maximum(i_next, 0)
         ok = (is_free == 1) & (status == 0)
         # dual update on the scanned columns (the sink's label is `lowest`: unchanged), then the flip
+        lowest = tl.where(ok, lowest, zero)  # (an infeasible search ends at lowest = inf)
         v = tl.where((scanned != 0) & ok, v + dist - lowest, v)
         j = tl.where(ok, sink, -1)
         while j >= 0:
@@ -225,51 +228,55 @@ def _lsa_chunked_kernel(
     status = tl.load(STATUS + b)
 
     if WARM:
-        # column reduction: DIST = column minima, PRED = their first argmin row
-        for c0 in range(0, M, BLOCK):
-            offs = c0 + idx
-            cm = offs < M
-            tl.store(d_base + offs, tl.full([BLOCK], float("inf"), dt), mask=cm)
-            tl.store(p_base + offs, tl.full([BLOCK], -1, tl.int32), mask=cm)
-        for i in range(0, R):
-            row = c_base + i * M
+        if status == 0:
+            # column reduction: DIST = column minima, PRED = their first argmin row
             for c0 in range(0, M, BLOCK):
                 offs = c0 + idx
                 cm = offs < M
-                c = tl.load(row + offs, mask=cm, other=float("inf"))
-                colmin = tl.load(d_base + offs, mask=cm, other=float("inf"))
-                lt = c < colmin
-                tl.store(d_base + offs, tl.where(lt, c, colmin), mask=cm)
-                tl.store(p_base + offs, tl.where(lt, i, tl.load(p_base + offs, mask=cm, other=-1)), mask=cm)
-        for c0 in range(0, M, BLOCK):
-            offs = c0 + idx
-            cm = offs < M
-            colmin = tl.load(d_base + offs, mask=cm, other=0.0)
-            tl.store(v_base + offs, tl.where(colmin < float("inf"), colmin, 0.0), mask=cm)
-        tl.debug_barrier()
-        for i in range(0, R):
-            row = c_base + i * M
-            jmax = tl.reduce(tl.full([BLOCK], -1, tl.int32), 0, _max_combine)
-            cnt = tl.reduce(tl.full([BLOCK], 0, tl.int32), 0, _sum_combine)
+                tl.store(d_base + offs, tl.full([BLOCK], float("inf"), dt), mask=cm)
+                tl.store(p_base + offs, tl.full([BLOCK], -1, tl.int32), mask=cm)
+            for i in range(0, R):
+                row = c_base + i * M
+                for c0 in range(0, M, BLOCK):
+                    offs = c0 + idx
+                    cm = offs < M
+                    c = tl.load(row + offs, mask=cm, other=float("inf"))
+                    colmin = tl.load(d_base + offs, mask=cm, other=float("inf"))
+                    lt = c < colmin
+                    tl.store(d_base + offs, tl.where(lt, c, colmin), mask=cm)
+                    tl.store(
+                        p_base + offs, tl.where(lt, i, tl.load(p_base + offs, mask=cm, other=-1)), mask=cm
+                    )
             for c0 in range(0, M, BLOCK):
                 offs = c0 + idx
-                mine = tl.load(p_base + offs, mask=offs < M, other=-1) == i
-                jmax = tl.maximum(jmax, tl.reduce(tl.where(mine, offs, -1), 0, _max_combine))
-                cnt += tl.reduce(mine.to(tl.int32), 0, _sum_combine)
-            mu = zero + float("inf")
-            for c0 in range(0, M, BLOCK):
-                offs = c0 + idx
-                cm = (offs < M) & (offs != jmax)
-                c = tl.load(row + offs, mask=cm, other=float("inf"))
-                vc = tl.load(v_base + offs, mask=cm, other=0.0)
-                mu = tl.minimum(mu, tl.reduce(c - vc, 0, _min_combine))
-            has = jmax >= 0
-            transfer = has & (cnt == 1) & (mu < float("inf"))
-            c1 = tl.load(row + jmax, mask=has, other=0.0)
-            tl.store(v_base + jmax, c1 - mu, mask=transfer)
-            tl.store(r_base + jmax, i, mask=has)
-            tl.store(cr_base + i, jmax.to(tl.int64), mask=has)
+                cm = offs < M
+                colmin = tl.load(d_base + offs, mask=cm, other=0.0)
+                finite = (colmin < float("inf")) & (colmin > float("-inf"))
+                tl.store(v_base + offs, tl.where(finite, colmin, 0.0), mask=cm)
             tl.debug_barrier()
+            for i in range(0, R):
+                row = c_base + i * M
+                jmax = tl.reduce(tl.full([BLOCK], -1, tl.int32), 0, _max_combine)
+                cnt = tl.reduce(tl.full([BLOCK], 0, tl.int32), 0, _sum_combine)
+                for c0 in range(0, M, BLOCK):
+                    offs = c0 + idx
+                    mine = tl.load(p_base + offs, mask=offs < M, other=-1) == i
+                    jmax = tl.maximum(jmax, tl.reduce(tl.where(mine, offs, -1), 0, _max_combine))
+                    cnt += tl.reduce(mine.to(tl.int32), 0, _sum_combine)
+                mu = zero + float("inf")
+                for c0 in range(0, M, BLOCK):
+                    offs = c0 + idx
+                    cm = (offs < M) & (offs != jmax)
+                    c = tl.load(row + offs, mask=cm, other=float("inf"))
+                    vc = tl.load(v_base + offs, mask=cm, other=0.0)
+                    mu = tl.minimum(mu, tl.reduce(c - vc, 0, _min_combine))
+                has = jmax >= 0
+                transfer = has & (cnt == 1) & (mu < float("inf"))
+                c1 = tl.load(row + jmax, mask=has, other=0.0)
+                tl.store(v_base + jmax, c1 - mu, mask=transfer)
+                tl.store(r_base + jmax, i, mask=has)
+                tl.store(cr_base + i, jmax.to(tl.int64), mask=has)
+                tl.debug_barrier()
 
     for f in range(0, R):
         active = (tl.load(cr_base + f) < 0) & (status == 0)
@@ -318,7 +325,7 @@ def _lsa_chunked_kernel(
             i_next = tl.load(r_base + j, mask=scan, other=-1)
             vj = tl.load(v_base + j, mask=scan, other=0.0)
             cij = tl.load(c_base + i_next * M + j, mask=scan & (i_next >= 0), other=0.0)
-            h = cij - vj - lowest
+            h = tl.where(feasible, cij - vj - lowest, zero)
             i = tl.maximum(i_next, 0)
             tl.debug_barrier()
         ok = active & (status == 0)

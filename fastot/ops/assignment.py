@@ -9,11 +9,22 @@
 ``v (..., m)`` are the dual potentials in ``solve_dtype`` (see :class:`fastot.outputs.AssignmentOutput`).
 All outputs are on ``cost``'s device.
 
-Devices: the CPU kernel is the C++ Jonker-Volgenant solver, reached through a NumPy view of the tensor
-(no copy for a contiguous float64 ``cost`` with ``n <= m``). On CUDA the op does a host round trip:
-the cost is converted (dtype, orientation, sign) on the GPU, copied to the host, solved by the CPU
-kernel, and the results are copied back; this synchronises once. A GPU assignment kernel will replace
-that round trip behind the same op.
+Devices (which path runs when):
+
+- CPU tensors: the C++ Jonker-Volgenant solver (``fastot._C``), reached through a NumPy view of the
+  tensor (no copy for a contiguous float64 ``cost`` with ``n <= m``).
+- CUDA tensors, Triton importable: the Triton kernels of :mod:`fastot._triton.assignment` (shortest
+  augmenting paths with dual potentials, one program per problem). Everything stays on the device:
+  the cost is converted to the solve dtype (float64 for ``linear_sum_assignment``, ``solve_dtype`` for
+  ``solve_assignment``), transposed when ``n > m`` and negated for ``maximize`` with torch ops on the
+  GPU; results are mapped back (sorting rows for ``n > m``) with torch ops too. The one host
+  synchronisation is reading the per-problem status, to raise scipy's errors (NaN / ``-inf``,
+  infeasible) exactly as on CPU.
+- CUDA tensors, Triton not importable: a host round trip. The cost is converted on the GPU, copied
+  to the host, solved by the CPU kernel, and the results are copied back (one synchronisation).
+
+Both device paths return the optimum (certified by the potentials); on ties the chosen optimal
+assignment may differ between the CPU and the GPU kernels.
 
 Outputs are indices (and potentials, which are not a differentiable function worth exposing): the ops
 have no autograd formula. Calling them on a cost that requires grad works and returns the same results;
@@ -24,11 +35,14 @@ raises instead of returning a silently wrong gradient. For a differentiable opti
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 
 from ..problems import check_assignment_cost, prepare_assignment, resolve_solve_dtype
-from ..solvers.assignment import solve_lsa
+from ..solvers.assignment import _raise_on_status, solve_lsa
 
 __all__ = [
     "linear_sum_assignment",
@@ -47,9 +61,77 @@ def _solve(cost: torch.Tensor, maximize: bool, solve_dtype: torch.dtype):
     return solve_lsa(prepare_assignment(cost, maximize, solve_dtype=solve_dtype))
 
 
+def _triton_solver() -> Callable[..., Any] | None:
+    """The Triton batch solver, or ``None`` when Triton cannot be imported (then CUDA costs take the
+    host round trip)."""
+    try:
+        from .._triton.assignment import solve_lsa as triton_solve_lsa
+    except ImportError:
+        return None
+    return triton_solve_lsa
+
+
+def _solve_on_device(
+    cost: torch.Tensor, maximize: bool, solve_dtype: torch.dtype, solver: Callable[..., Any]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(row_ind, col_ind, u, v)`` in the caller's orientation and sign, all on ``cost``'s device.
+
+    ``solver`` is :func:`fastot._triton.assignment.solve_lsa` (any device: CUDA, or CPU tensors under
+    ``TRITON_INTERPRET=1`` in tests). Preparation (dtype, transposition of ``n > m``, negation for
+    ``maximize``) and the mapping back are torch ops on the device; the status is read once.
+    """
+    check_assignment_cost(cost)
+    t = cost.detach()
+    *batch, n, m = t.shape
+    k = min(n, m)
+    transposed = n > m
+    dev = t.device
+    if t.numel() == 0:
+        # scipy returns empty index arrays; zero potentials certify the value 0
+        empty = torch.empty((*batch, k), dtype=torch.int64, device=dev)
+        return (
+            empty,
+            empty.clone(),
+            torch.zeros((*batch, n), dtype=solve_dtype, device=dev),
+            torch.zeros((*batch, m), dtype=solve_dtype, device=dev),
+        )
+    view = t.mT if transposed else t
+    r, c = (m, n) if transposed else (n, m)
+    buf = view.to(solve_dtype)  # floating solve dtype: negation below is exact
+    if maximize:
+        buf = torch.neg(buf)
+    buf = buf.reshape(-1, r, c)
+    col4row, u_k, v_k, status = solver(buf)
+    _raise_on_status(status.cpu().numpy(), tuple(batch))  # the one host synchronisation
+    if maximize:
+        u_k, v_k = torch.neg(u_k), torch.neg(v_k)
+    if transposed:
+        # the kernel solved C^T: its rows are our columns; sort by our row index as scipy does
+        row_ind, col_ind = torch.sort(col4row, dim=1, stable=True)
+        u, v = v_k, u_k
+    else:
+        row_ind = torch.arange(r, dtype=torch.int64, device=dev).expand(col4row.shape[0], r).clone()
+        col_ind = col4row
+        u, v = u_k, v_k
+    return (
+        row_ind.reshape(*batch, k),
+        col_ind.reshape(*batch, k),
+        u.reshape(*batch, n),
+        v.reshape(*batch, m),
+    )
+
+
+def _cuda_solver(cost: torch.Tensor) -> Callable[..., Any] | None:
+    return _triton_solver() if cost.device.type == "cuda" else None
+
+
 @torch.library.custom_op("fastot::linear_sum_assignment", mutates_args=(), device_types=("cpu", "cuda"))
 def linear_sum_assignment(cost: torch.Tensor, maximize: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimal assignment ``(row_ind, col_ind)``, each ``(..., min(n, m))`` int64 on ``cost``'s device."""
+    solver = _cuda_solver(cost)
+    if solver is not None:
+        row_ind, col_ind, _, _ = _solve_on_device(cost, maximize, torch.float64, solver)
+        return row_ind, col_ind
     out = _solve(cost, maximize, torch.float64)
     return _to_device(out.row_ind, cost.device), _to_device(out.col_ind, cost.device)
 
@@ -66,6 +148,10 @@ def solve_assignment(
     cost: torch.Tensor, maximize: bool, solve_dtype: torch.dtype = torch.float64
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Optimal assignment with dual potentials: ``(row_ind, col_ind, u, v)`` on ``cost``'s device."""
+    solver = _cuda_solver(cost)
+    if solver is not None:
+        resolve_solve_dtype(solve_dtype)
+        return _solve_on_device(cost, maximize, solve_dtype, solver)
     out = _solve(cost, maximize, solve_dtype)
     return tuple(_to_device(a, cost.device) for a in (out.row_ind, out.col_ind, out.u, out.v))  # type: ignore[return-value]
 

@@ -2,7 +2,8 @@
 
 The interpreter runs the kernels' logic on CPU; this checks what it cannot: that the code generator
 and ptxas accept every kernel path (dtypes, tiling of the feature axis, dot precisions) for the GPU
-configs the autotuner will try, and that none of them spills heavily (ptxas stack frame). It runs in
+configs the autotuner will try (and the assignment kernels' register-block and chunked variants at
+the warp counts their launcher picks), and that none of them spills heavily (ptxas stack frame). It runs in
 a subprocess without ``TRITON_INTERPRET`` (this process builds interpreted kernels). Skipped on CUDA
 machines, where the other tests run the compiled kernels.
 """
@@ -33,7 +34,7 @@ import json, os, re, subprocess, tempfile
 import torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from fastot._triton import softmin
+from fastot._triton import assignment, softmin
 
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 PTR = {torch.float32: "*fp32", torch.float64: "*fp64", torch.bfloat16: "*bf16", torch.float16: "*fp16"}
@@ -77,6 +78,20 @@ def compile_case(name, in_dtype, config, constexprs):
     src = ASTSource(fn=fn, signature=signature, constexprs=consts)
     options = {"num_warps": warps, "num_stages": stages}
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
+    return resources(kernel)
+
+def compile_assignment(name, dtype, warps, constexprs):
+    # fastot._triton.assignment: one program per problem; every size is a runtime i32
+    assignment._kernel(name, False)
+    fn = triton.jit(assignment._BODIES[name])
+    ptrs = {"C": PTR[dtype], "U": PTR[dtype], "V": PTR[dtype], "DIST": PTR[dtype], "COL4ROW": "*i64",
+            "STATUS": "*i32", "PRED": "*i32", "ROW4COL": "*i32", "SCAN": "*i8"}
+    signature = {a: "constexpr" if a in constexprs else ptrs.get(a, "i32") for a in fn.arg_names}
+    src = ASTSource(fn=fn, signature=signature, constexprs=dict(constexprs))
+    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    return resources(kernel)
+
+def resources(kernel):
     with tempfile.NamedTemporaryFile(suffix=".cubin") as fh:
         fh.write(kernel.asm["cubin"])
         fh.flush()
@@ -85,10 +100,25 @@ def compile_case(name, in_dtype, config, constexprs):
     m = re.search(r"REG:(\d+).*?STACK:(\d+)", usage)
     return (int(m.group(1)), int(m.group(2))) if m else (None, None)
 
+# (kernel, dtype, num_warps as the launcher picks them, constexprs)
+BW = assignment._block_warps
+assignment_cases = [
+    ("block", F32, BW(64), {"BLOCK_M": 64, "WARM": True}),
+    ("block", F64, BW(256), {"BLOCK_M": 256, "WARM": False}),
+    ("block", F32, BW(1024), {"BLOCK_M": 1024, "WARM": True}),
+    ("block", F64, BW(assignment._BLOCK_CAP), {"BLOCK_M": assignment._BLOCK_CAP, "WARM": True}),
+    ("chunked", F32, 8, {"BLOCK": assignment._CHUNK, "WARM": True}),
+    ("chunked", F64, 8, {"BLOCK": assignment._CHUNK, "WARM": False}),
+]
+cases += [("assignment " + name, dtype, warps, c) for name, dtype, warps, c in assignment_cases]
+
 for name, dtype, config, constexprs in cases:
     case = f"{name} {str(dtype)[6:]} {config} {constexprs}"
     try:
-        regs, stack = compile_case(name, dtype, config, constexprs)
+        if name.startswith("assignment "):
+            regs, stack = compile_assignment(name.split()[1], dtype, config, constexprs)
+        else:
+            regs, stack = compile_case(name, dtype, config, constexprs)
         print(json.dumps({"case": case, "ok": True, "regs": regs, "stack": stack}), flush=True)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"[-2000:]
@@ -105,7 +135,7 @@ def test_kernels_compile_for_sm90():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(results) >= 14, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(results) >= 20, proc.stdout[-3000:] + proc.stderr[-3000:]
     failed = [r for r in results if not r["ok"]]
     assert not failed, "\n".join(f"{r['case']}: {r['error']}" for r in failed)
     spilled = [r for r in results if r["stack"] is not None and r["stack"] > MAX_STACK]
