@@ -4,7 +4,8 @@ Public API:
     linear_sum_assignment(cost, maximize=False) -> (row_ind, col_ind)   scipy's contract, batched, torch ops
     solve_assignment(cost, maximize=False, *, solve_dtype=None) -> AssignmentOutput   with dual potentials
     cost_matrix(x, y, *, cost="sqeuclidean") -> (..., n, m)
-    couple(x0, x1, *, method="exact") -> (i, j)   minibatch OT coupling for flow matching
+    couple(x0, x1, y0=None, y1=None, *, method="exact", ...) -> (i, j)   minibatch (conditional) OT coupling
+    Coupler(method, **options)   stateful coupling step for training loops (adaptive weight, warm start)
     sinkhorn(x, y, a, b, *, cost=..., epsilon, reg_m=None, ...) -> SinkhornOutput   entropic OT
 """
 
@@ -18,12 +19,14 @@ from . import (
 )
 from .assignment import linear_sum_assignment, solve_assignment
 from .costs import cost_matrix
-from .coupling import couple
+from .coupling import Coupler, Coupling, couple
 from .outputs import AssignmentOutput, SinkhornOutput
 from .sinkhorn import sinkhorn
 
 __all__ = [
     "AssignmentOutput",
+    "Coupler",
+    "Coupling",
     "SinkhornOutput",
     "cost_matrix",
     "couple",

@@ -2,28 +2,57 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["COSTS", "check_point_clouds", "cost_matrix", "sqeuclidean"]
+__all__ = [
+    "COND_COSTS",
+    "COSTS",
+    "check_point_clouds",
+    "conditional_cost",
+    "cost_matrix",
+    "fused_cost",
+    "sqeuclidean",
+]
 
 COSTS = ("sqeuclidean", "euclidean")
 
 
-def cost_matrix(x: Any, y: Any, *, cost: str = "sqeuclidean") -> Any:
-    """Dense cost matrix between two point clouds.
+def cost_matrix(
+    x: Any,
+    y: Any,
+    y0: Any = None,
+    y1: Any = None,
+    *,
+    cost: str = "sqeuclidean",
+    cond_weight: float | torch.Tensor = 1.0,
+    cond_cost: str = "auto",
+) -> Any:
+    """Dense cost matrix between two point clouds, optionally with a condition term (C²OT's cost).
+
+    ``C[i, j] = |x_i - y_j|^2 + cond_weight * c(y0_i, y1_j)`` (or ``|x_i - y_j|`` without conditions).
 
     Args:
         x: ``(..., n, d)`` floating tensor, or NumPy array.
         y: ``(..., m, d)`` of the same kind (both tensors, or both arrays), same device; batch dimensions
             ``...`` broadcast.
-        cost: ``"sqeuclidean"``: ``C[i, j] = |x_i - y_j|^2``; ``"euclidean"``: ``|x_i - y_j|``.
+        y0: optional conditions of ``x``: ``(..., n)`` integer/bool class labels, or ``(..., n, e)``
+            floating embeddings. Given together with ``y1``.
+        y1: conditions of ``y``: ``(..., m)`` labels or ``(..., m, e)`` embeddings, same kind as ``y0``.
+        cost: ``"sqeuclidean"``: ``|x_i - y_j|^2``; ``"euclidean"``: ``|x_i - y_j|`` (no conditions).
+        cond_weight: ``w >= 0``, a number or a 0-d tensor. ``inf`` (labels only) forbids pairs of different
+            classes (their cost is ``+inf``, which the solvers read as forbidden).
+        cond_cost: ``c``: ``"label"`` (``1`` where the labels differ, else ``0``), ``"sqeuclidean"``
+            (``|y0_i - y1_j|^2``), ``"cosine"`` (``1 - <y0_i, y1_j> / (|y0_i| |y1_j|)``, zero vectors
+            count as orthogonal to everything), or ``"auto"``: ``"label"`` for integer/bool conditions,
+            ``"sqeuclidean"`` for floating ones.
 
     Returns:
         ``(..., n, m)`` in the promoted dtype of ``x`` and ``y`` (a tensor on their device, or a NumPy array
-        for NumPy input). Differentiable in ``x`` and ``y``.
+        for NumPy input). Differentiable in ``x`` and ``y`` (and in floating conditions).
 
     Computed with one matrix product, ``|x_i|^2 + |y_j|^2 - 2 <x_i, y_j>``, clamped at 0, after shifting
     both clouds by their common mean (which leaves distances unchanged): fast, but its absolute error is
@@ -31,10 +60,22 @@ def cost_matrix(x: Any, y: Any, *, cost: str = "sqeuclidean") -> Any:
     clouds' spread lose relative accuracy. float16/bfloat16 inputs are computed in float32 and the result
     rounded back. The euclidean cost's gradient at coincident points is taken to be 0.
 
+    The condition term is fused, never formed as a second ``n x m`` matrix:
+    continuous conditions are squared Euclidean after a rescaling, ``w |u - v|^2 = |sqrt(w) u - sqrt(w) v|^2``
+    and ``w (1 - <u, v>) = |sqrt(w/2) u - sqrt(w/2) v|^2`` for unit ``u, v`` (cosine), so the condition
+    features are appended to the points as extra coordinates and the whole cost is the one matrix product
+    over ``d + e`` coordinates (the ``(n, d + e)`` copies are ``O((n + m)(d + e))`` memory). Labels are
+    added in the same elementwise pass that finishes the product (``C += w`` where the labels differ;
+    a one-hot encoding would also work but puts ``w`` into the product's rounding error, which matters
+    for C²OT's ``w = 1e8``).
+
     Raises:
-        TypeError: non-floating dtypes, or a tensor mixed with a non-tensor.
-        ValueError: unknown ``cost``; ranks below 2, different ``d``, non-broadcastable batch dimensions,
-            different devices.
+        TypeError: non-floating point dtypes, a tensor mixed with a non-tensor, labels given for
+            ``cond_cost="sqeuclidean"``/``"cosine"``, embeddings for ``"label"``.
+        ValueError: unknown ``cost`` / ``cond_cost``; ranks below 2, different ``d``, non-broadcastable
+            batch dimensions, different devices; only one of ``y0``, ``y1``; conditions whose leading
+            shape is not that of ``x`` / ``y``; conditions with ``cost="euclidean"``; a negative, NaN or
+            (for embeddings) infinite ``cond_weight``.
     """
     if cost not in COSTS:
         raise ValueError(f"cost must be one of {COSTS}, got {cost!r}")
@@ -44,10 +85,151 @@ def cost_matrix(x: Any, y: Any, *, cost: str = "sqeuclidean") -> Any:
             f"x and y must both be torch tensors or both be NumPy arrays, got {type(x).__name__} "
             f"and {type(y).__name__}"
         )
+    if (y0 is None) != (y1 is None):
+        raise ValueError("give both conditions y0 and y1, or neither")
     if not x_is_t:
         xt, yt = _from_numpy(x, "x"), _from_numpy(y, "y")
-        return _cost(xt, yt, cost).numpy()
-    return _cost(x, y, cost)
+        if y0 is None:
+            return _cost(xt, yt, cost).numpy()
+        c0, c1 = torch.as_tensor(np.asarray(y0)), torch.as_tensor(np.asarray(y1))
+        return conditional_cost(xt, yt, c0, c1, cond_weight, cond_cost).detach().numpy()
+    if y0 is None:
+        return _cost(x, y, cost)
+    if cost != "sqeuclidean":
+        raise ValueError(f'conditions y0, y1 need cost="sqeuclidean", got cost={cost!r}')
+    return conditional_cost(x, y, y0, y1, cond_weight, cond_cost)
+
+
+COND_COSTS = ("auto", "label", "sqeuclidean", "cosine")
+
+
+def resolve_cond_cost(y0: torch.Tensor, y1: torch.Tensor, cond_cost: str) -> str:
+    """Validate the conditions' kinds (metadata only) and return the concrete condition cost."""
+    if cond_cost not in COND_COSTS:
+        raise ValueError(f"cond_cost must be one of {COND_COSTS}, got {cond_cost!r}")
+    for t, name in ((y0, "y0"), (y1, "y1")):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch tensor, got {type(t).__name__}")
+        if t.is_complex():
+            raise TypeError(f"{name} must hold labels (integer/bool) or real embeddings, got {t.dtype}")
+    f0, f1 = y0.is_floating_point(), y1.is_floating_point()
+    if f0 != f1:
+        raise TypeError(
+            f"y0 and y1 must both be labels (integer/bool) or both embeddings (floating), got {y0.dtype} "
+            f"and {y1.dtype}"
+        )
+    if cond_cost == "auto":
+        return "sqeuclidean" if f0 else "label"
+    if cond_cost == "label" and f0:
+        raise TypeError(f'cond_cost="label" needs integer or bool labels y0, y1, got {y0.dtype}')
+    if cond_cost != "label" and not f0:
+        raise TypeError(f"cond_cost={cond_cost!r} needs floating embeddings y0, y1, got {y0.dtype}")
+    return cond_cost
+
+
+def check_conditions(
+    x: torch.Tensor, y: torch.Tensor, y0: torch.Tensor, y1: torch.Tensor, kind: str, names=("x", "y")
+) -> None:
+    """Shapes/devices of conditions against their points ``x (..., n, d)``, ``y (..., m, d)``."""
+    for t, p, name, pname in ((y0, x, "y0", names[0]), (y1, y, "y1", names[1])):
+        want = tuple(p.shape[:-1])
+        got = tuple(t.shape) if kind == "label" else tuple(t.shape[:-1])
+        if kind != "label" and t.dim() < 2:
+            raise ValueError(f"{name} embeddings must have shape (..., n, e), got {tuple(t.shape)}")
+        if got != want:
+            shape = "(..., n)" if kind == "label" else "(..., n, e)"
+            raise ValueError(
+                f"{name} must have shape {shape} matching {pname} {tuple(p.shape)}, got {tuple(t.shape)}"
+            )
+        if t.device != p.device:
+            raise ValueError(f"{name} must be on {p.device} like {pname}, got {t.device}")
+    if kind != "label" and y0.shape[-1] != y1.shape[-1]:
+        raise ValueError(
+            f"y0 and y1 must have the same embedding size e, got {y0.shape[-1]} and {y1.shape[-1]}"
+        )
+
+
+def check_cond_weight(w: Any, kind: str) -> None:
+    if isinstance(w, torch.Tensor):
+        if w.dim() != 0:
+            raise ValueError(f"cond_weight must be a number or a 0-d tensor, got shape {tuple(w.shape)}")
+        if torch.compiler.is_compiling():
+            return
+        w = float(w)
+    if isinstance(w, bool) or not isinstance(w, (int, float)):
+        raise TypeError(f"cond_weight must be a number or a 0-d tensor, got {type(w).__name__}")
+    if not w >= 0:  # also catches NaN
+        raise ValueError(f"cond_weight must be nonnegative, got {w!r}")
+    if math.isinf(w) and kind != "label":
+        raise ValueError("cond_weight=inf (a hard constraint) is only available for class labels")
+
+
+def conditional_cost(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    y0: torch.Tensor,
+    y1: torch.Tensor,
+    cond_weight: float | torch.Tensor,
+    cond_cost: str = "auto",
+    *,
+    center: str = "common",
+) -> torch.Tensor:
+    """``|x_i - y_j|^2 + w c(y0_i, y1_j)``, fused (see :func:`cost_matrix`), with validation.
+
+    ``center="common"`` shifts both clouds by one vector (distances unchanged); ``"separate"`` centres each
+    cloud on its own mean, which changes the cost by a row and a column constant only (the same optimal
+    balanced couplings; used by :func:`fastot.couple` for its conditioning benefits).
+    """
+    check_point_clouds(x, y)
+    kind = resolve_cond_cost(y0, y1, cond_cost)
+    check_conditions(x, y, y0, y1, kind)
+    check_cond_weight(cond_weight, kind)
+    dtype = torch.promote_types(x.dtype, y.dtype)
+    compute = torch.promote_types(dtype, torch.float32)
+    return fused_cost(x.to(compute), y.to(compute), y0, y1, cond_weight, kind, center=center).to(dtype)
+
+
+def fused_cost(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    y0: torch.Tensor | None,
+    y1: torch.Tensor | None,
+    cond_weight: float | torch.Tensor,
+    kind: str | None,
+    *,
+    center: str = "common",
+) -> torch.Tensor:
+    """The fused conditional cost without validation, in ``x``'s (compute) dtype. ``kind`` is a concrete
+    condition cost (``"label"``, ``"sqeuclidean"``, ``"cosine"``) or ``None`` for no condition."""
+    w = cond_weight
+    if kind in ("sqeuclidean", "cosine"):
+        u0, u1 = y0.to(x.dtype), y1.to(x.dtype)
+        if kind == "cosine":
+            u0 = u0 / u0.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+            u1 = u1 / u1.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+            w = w / 2
+        s = w.to(x.dtype).sqrt() if isinstance(w, torch.Tensor) else math.sqrt(w)
+        bx = torch.broadcast_shapes(x.shape[:-2], u0.shape[:-2])
+        by = torch.broadcast_shapes(y.shape[:-2], u1.shape[:-2])
+        x = torch.cat([x.expand(*bx, *x.shape[-2:]), (s * u0).expand(*bx, *u0.shape[-2:])], -1)
+        y = torch.cat([y.expand(*by, *y.shape[-2:]), (s * u1).expand(*by, *u1.shape[-2:])], -1)
+    if center == "separate":
+        x = x - x.mean(-2, keepdim=True).detach()
+        y = y - y.mean(-2, keepdim=True).detach()
+    else:
+        n, m = x.shape[-2], y.shape[-2]
+        shift = ((x.sum(-2, keepdim=True) + y.sum(-2, keepdim=True)) / torch.sym_max(n + m, 1)).detach()
+        x, y = x - shift, y - shift
+    C = sqeuclidean(x, y)
+    if kind == "label":
+        differ = y0.unsqueeze(-1) != y1.unsqueeze(-2)
+        if isinstance(w, torch.Tensor):
+            C = C + differ * w.to(C.dtype)
+        elif math.isinf(w):
+            C = C.masked_fill(differ, math.inf)
+        elif w != 0:
+            C = C.add(differ, alpha=w)
+    return C
 
 
 def _from_numpy(a: Any, name: str) -> torch.Tensor:

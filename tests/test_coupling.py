@@ -169,3 +169,258 @@ def test_unequal_batch_sizes(torch_gen, n0, n1):
         np.testing.assert_array_equal(np.sort(j), np.arange(n1))
     ri, ci = scipy_lsa(M)
     np.testing.assert_allclose(M[i, j].sum(), M[ri, ci].sum(), rtol=0, atol=cost_tol(M, factor=64.0))
+
+
+# ------------------------------------------------------------------------------------------ conditions
+
+
+def label_cost(x0, x1, y0, y1, w):
+    M = sq_cost(x0, x1)
+    differ = (y0.numpy()[:, None] != y1.numpy()[None, :]).astype(np.float64)
+    return M + (np.where(differ > 0, np.inf, 0.0) if np.isinf(w) else w * differ)
+
+
+def embedding_cost(x0, x1, e0, e1, w, kind):
+    M = sq_cost(x0, x1)
+    u0, u1 = e0.double().numpy(), e1.double().numpy()
+    if kind == "cosine":
+        return M + w * cdist(u0, u1, "cosine")
+    return M + w * cdist(u0, u1, "sqeuclidean")
+
+
+@pytest.mark.parametrize("w", [0.3, 5.0])
+@pytest.mark.parametrize("n", [7, 40])
+def test_exact_labels_soft_weight_is_optimal(torch_gen, n, w):
+    x0 = torch.randn(n, 3, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(n, 3, generator=torch_gen, dtype=torch.float64) + 0.5
+    y0 = torch.randint(0, 3, (n,), generator=torch_gen)
+    y1 = torch.randint(0, 3, (n,), generator=torch_gen)
+    i, j = fastot.couple(x0, x1, y0, y1, cond_weight=w)
+    assert_optimal_coupling(x0, x1, i, j, M=label_cost(x0, x1, y0, y1, w))
+
+
+@pytest.mark.parametrize("n", [12, 61])
+def test_exact_hard_labels_equal_counts(torch_gen, n):
+    """Default weight for labels is a hard constraint; y1 a permutation of y0 (C²OT's setting)."""
+    x0 = torch.randn(n, 2, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(n, 2, generator=torch_gen, dtype=torch.float64) * 2
+    y0 = torch.randint(0, 4, (n,), generator=torch_gen)
+    y1 = y0[torch.randperm(n, generator=torch_gen)]
+    i, j = fastot.couple(x0, x1, y0, y1)
+    torch.testing.assert_close(y0[i], y1[j], rtol=0, atol=0)
+    assert_optimal_coupling(x0, x1, i, j, M=label_cost(x0, x1, y0, y1, np.inf))
+    # the same answer (by cost) through the compile-safe forbidden-pair path: an explicit inf weight
+    i2, j2 = fastot.couple(x0, x1, y0, y1, cond_weight=float("inf"))
+    assert_optimal_coupling(x0, x1, i2, j2, M=label_cost(x0, x1, y0, y1, np.inf))
+
+
+def test_exact_hard_labels_unequal_counts(torch_gen):
+    """Each class gives min(n0_c, n1_c) pairs, optimal within the class; class 3 only in y1."""
+    n = 30
+    x0 = torch.randn(n, 3, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(n, 3, generator=torch_gen, dtype=torch.float64) + 1
+    y0 = torch.randint(0, 3, (n,), generator=torch_gen)
+    y1 = torch.randint(0, 4, (n,), generator=torch_gen)
+    i, j = fastot.couple(x0, x1, y0, y1)
+    assert len(set(i.tolist())) == i.numel() and len(set(j.tolist())) == j.numel()
+    torch.testing.assert_close(y0[i], y1[j], rtol=0, atol=0)
+    M = sq_cost(x0, x1)
+    total = 0.0
+    for c in range(4):
+        r = np.flatnonzero(y0.numpy() == c)
+        s = np.flatnonzero(y1.numpy() == c)
+        if len(r) and len(s):
+            ri, ci = scipy_lsa(M[np.ix_(r, s)])
+            total += M[np.ix_(r, s)][ri, ci].sum()
+        got = ((y0[i] == c).sum()).item()
+        assert got == min(len(r), len(s))
+    np.testing.assert_allclose(M[i.numpy(), j.numpy()].sum(), total, rtol=0, atol=cost_tol(M, factor=64.0))
+    np.testing.assert_array_equal(i.numpy(), np.sort(i.numpy()))
+
+
+@pytest.mark.parametrize("kind", ["sqeuclidean", "cosine"])
+def test_exact_embeddings_is_optimal(torch_gen, kind):
+    n, e = 33, 5
+    x0 = torch.randn(n, 2, 2, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(n, 2, 2, generator=torch_gen, dtype=torch.float64)
+    e0 = torch.randn(n, e, generator=torch_gen, dtype=torch.float64)
+    e1 = torch.randn(n, e, generator=torch_gen, dtype=torch.float64)
+    i, j = fastot.couple(x0, x1, e0, e1, cond_weight=2.5, cond_cost=kind)
+    M = embedding_cost(x0, x1, e0, e1, 2.5, kind)
+    assert_optimal_coupling(x0, x1, i, j, M=M, tol=cost_tol(M, factor=64.0))
+
+
+# ------------------------------------------------------------------------------------ entropic methods
+
+
+def double_centred_rms(M: np.ndarray) -> float:
+    Mc = M - M.mean(1, keepdims=True) - M.mean(0, keepdims=True) + M.mean()
+    return float(np.sqrt((Mc**2).mean()))
+
+
+@pytest.mark.parametrize("d", [2, 64])
+def test_sinkhorn_plan_matches_pot(torch_gen, d):
+    """The plan drawn from is POT's sinkhorn plan on the float64 cost at the documented epsilon."""
+    ot = pytest.importorskip("ot")
+    n, m = 24, 31
+    x0 = torch.randn(n, d, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(m, d, generator=torch_gen, dtype=torch.float64) * 0.5 + 1
+    out = fastot.coupling.solve_coupling(x0, x1, method="sinkhorn", tol=1e-9, max_iter=5000)
+    M = sq_cost(x0, x1)
+    eps = 0.1 * double_centred_rms(M)
+    np.testing.assert_allclose(float(out.epsilon), eps, rtol=1e-9)
+    P_ref = ot.sinkhorn(np.full(n, 1 / n), np.full(m, 1 / m), M, eps, method="sinkhorn_log", stopThr=1e-12)
+    np.testing.assert_allclose(out.sinkhorn.plan().numpy(), P_ref, rtol=0, atol=1e-7)
+    assert bool(out.sinkhorn.converged)
+
+
+def test_sinkhorn_pairs_distinct_rows_and_reproducible(torch_gen):
+    n = 50
+    x0 = torch.randn(n, 3, generator=torch_gen)
+    x1 = torch.randn(n, 3, generator=torch_gen)
+    i, j = fastot.couple(x0, x1, method="sinkhorn", generator=torch.Generator().manual_seed(3))
+    np.testing.assert_array_equal(i.numpy(), np.arange(n))
+    assert j.min() >= 0 and j.max() < n
+    _, j2 = fastot.couple(x0, x1, method="sinkhorn", generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(j, j2, rtol=0, atol=0)
+    # a sharp plan on a permuted copy recovers the permutation
+    perm = torch.randperm(n, generator=torch_gen)
+    _, j3 = fastot.couple(x0, x0[perm], method="sinkhorn", epsilon_rel=0.002, max_iter=5000)
+    torch.testing.assert_close(j3, torch.argsort(perm))
+
+
+def test_sinkhorn_sampling_frequencies_follow_plan(torch_gen):
+    """Row-wise draws (replace=False) and flat draws (replace=True) follow the plan (chi-square-ish)."""
+    n = 6
+    x0 = torch.randn(n, 2, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(n, 2, generator=torch_gen, dtype=torch.float64)
+    out = fastot.coupling.solve_coupling(x0, x1, method="sinkhorn", epsilon_rel=1.0, tol=1e-10)
+    P = out.sinkhorn.plan().numpy()
+    gen = torch.Generator().manual_seed(0)
+    counts = np.zeros((n, n))
+    for _ in range(400):
+        i, j = fastot.couple(x0, x1, method="sinkhorn", epsilon_rel=1.0, generator=gen)
+        np.add.at(counts, (i.numpy(), j.numpy()), 1)
+    np.testing.assert_allclose(counts / counts.sum(), P / P.sum(), atol=0.02)
+    i, j = fastot.couple(
+        x0, x1, method="sinkhorn", epsilon_rel=1.0, replace=True, batch_size=40000, generator=gen
+    )
+    flat = np.bincount((i * n + j).numpy(), minlength=n * n).reshape(n, n) / 40000
+    np.testing.assert_allclose(flat, P / P.sum(), atol=0.01)
+
+
+def test_sinkhorn_default_works_at_high_dimension(torch_gen):
+    """d = 3072, costs ~ 6000: the scale-aware default neither underflows nor gives a uniform plan."""
+    n, d = 64, 3072
+    x0 = torch.randn(n, d, generator=torch_gen)
+    x1 = torch.randn(n, d, generator=torch_gen) * 0.8 + 0.3
+    out = fastot.coupling.solve_coupling(x0, x1, method="sinkhorn")
+    P = out.sinkhorn.plan().double()
+    assert bool(out.sinkhorn.converged)
+    assert torch.isfinite(P).all()
+    # far from uniform: the plan's rows put most of their mass on few columns
+    assert float((P.max(1).values * n).mean()) > 0.3
+    # and much cheaper than the independent coupling
+    M = torch.from_numpy(sq_cost(x0, x1))
+    assert float((P * M).sum()) < float(M.mean()) - 0.5 * double_centred_rms(M.numpy()) / n**0.5
+
+
+def test_sinkhorn_not_converged_raises_or_warns(torch_gen):
+    x0 = torch.randn(40, 2, generator=torch_gen)
+    x1 = torch.randn(40, 2, generator=torch_gen)
+    with pytest.raises(RuntimeError, match="did not converge"):
+        fastot.couple(x0, x1, method="sinkhorn", epsilon_rel=0.001, max_iter=3)
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        i, _ = fastot.couple(x0, x1, method="sinkhorn", epsilon_rel=0.001, max_iter=3, strict=False)
+    assert i.shape == (40,)
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"method": "sinkhorn", "epsilon": -1.0}, ValueError, "epsilon"),
+        ({"method": "exact", "epsilon": 1.0}, ValueError, "epsilon"),
+        ({"epsilon_rel": 0.0, "method": "sinkhorn"}, ValueError, "epsilon_rel"),
+        ({"max_iter": 0, "method": "sinkhorn"}, ValueError, "max_iter"),
+        ({"bogus": 1}, ValueError, "bogus"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"batch_size": 99}, ValueError, "batch_size"),
+        ({"generator": 3}, TypeError, "generator"),
+        ({"method": "partial", "mass": 1.5}, ValueError, "mass"),
+        ({"target_r": 0.2}, ValueError, "target_r"),
+    ],
+)
+def test_bad_options(torch_gen, kwargs, exc, match):
+    x0 = torch.randn(8, 2, generator=torch_gen)
+    x1 = torch.randn(8, 2, generator=torch_gen)
+    with pytest.raises(exc, match=match):
+        fastot.couple(x0, x1, **kwargs)
+
+
+def test_bad_conditions(torch_gen):
+    x0 = torch.randn(8, 2, generator=torch_gen)
+    x1 = torch.randn(8, 2, generator=torch_gen)
+    lab = torch.randint(0, 2, (8,), generator=torch_gen)
+    emb = torch.randn(8, 3, generator=torch_gen)
+    with pytest.raises(ValueError, match="y0 and y1"):
+        fastot.couple(x0, x1, lab, None)
+    with pytest.raises(ValueError, match="y1"):
+        fastot.couple(x0, x1, lab, lab[:5])
+    with pytest.raises(TypeError, match="y0 and y1"):
+        fastot.couple(x0, x1, lab, emb, cond_weight=1.0)
+    with pytest.raises(ValueError, match="cond_weight"):
+        fastot.couple(x0, x1, emb, emb)
+    with pytest.raises(ValueError, match="cond_weight"):
+        fastot.couple(x0, x1, lab, lab, cond_weight=-1.0)
+    with pytest.raises(ValueError, match="cond_weight"):
+        fastot.couple(x0, x1, emb, emb, cond_weight=float("inf"))
+    with pytest.raises(ValueError, match="cond_cost"):
+        fastot.couple(x0, x1, lab, lab, cond_cost="hamming")
+    with pytest.raises(TypeError, match="cond_cost"):
+        fastot.couple(x0, x1, lab, lab, cond_cost="cosine")
+    with pytest.raises(ValueError, match="y1"):
+        fastot.couple(x0, x1, emb, emb[:, :2], cond_weight=1.0)
+    bad = emb.clone()
+    bad[1, 1] = float("nan")
+    with pytest.raises(ValueError, match="y0"):
+        fastot.couple(x0, x1, bad, emb, cond_weight=1.0)
+
+
+# ------------------------------------------------------------------------------------------- compile
+
+
+@pytest.mark.parametrize("method", ["exact", "sinkhorn"])
+@pytest.mark.parametrize("cond", ["none", "labels", "embeddings"])
+def test_training_step_compiles_fullgraph(torch_gen, method, cond):
+    """A compiled flow-matching loss around couple(): one graph, same pairs as eager (fixed iterations)."""
+    opts = {"max_iter": 30} if method == "sinkhorn" else {}
+
+    def loss_fn(x0, x1, y0, y1, w):
+        i, j = fastot.couple(x0, x1, y0, y1, method=method, cond_weight=2.0, **opts)
+        xt = 0.5 * x0[i] + 0.5 * x1[j]
+        return ((xt @ w - (x1[j] - x0[i])) ** 2).mean(), j
+
+    cf = torch.compile(loss_fn, backend="aot_eager", fullgraph=True, dynamic=True)
+    w = torch.randn(3, 3, generator=torch_gen, dtype=torch.float64, requires_grad=True)
+    for n in (6, 9):
+        x0 = torch.randn(n, 3, generator=torch_gen, dtype=torch.float64)
+        x1 = torch.randn(n, 3, generator=torch_gen, dtype=torch.float64)
+        if cond == "labels":
+            y0 = torch.randint(0, 3, (n,), generator=torch_gen)
+            y1 = torch.randint(0, 3, (n,), generator=torch_gen)
+        elif cond == "embeddings":
+            y0 = torch.randn(n, 4, generator=torch_gen, dtype=torch.float64)
+            y1 = torch.randn(n, 4, generator=torch_gen, dtype=torch.float64)
+        else:
+            y0 = y1 = None
+        loss_c, j_c = cf(x0, x1, y0, y1, w)
+        (g_c,) = torch.autograd.grad(loss_c, w)
+        assert torch.isfinite(g_c).all()
+        if method == "exact":
+            _, j_e = loss_fn(x0, x1, y0, y1, w)
+            torch.testing.assert_close(j_c, j_e)
+        else:
+            assert j_c.shape == (n,) and 0 <= int(j_c.min()) and int(j_c.max()) < n
