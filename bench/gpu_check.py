@@ -1,6 +1,7 @@
-"""GPU check of fastot's kernels: correctness against float64 references, then Sinkhorn timing.
+"""GPU check of fastot's kernels: correctness against float64 references, then Sinkhorn and assignment timing.
 
-    python bench/gpu_check.py OUT_DIR [--quick] [--cpu-smoke] [--no-checks] [--no-timing] [--budget-s S]
+    python bench/gpu_check.py OUT_DIR [--quick] [--cpu-smoke] [--no-checks] [--no-timing]
+                              [--timing {all,sinkhorn,assignment}] [--budget-s S]
 
 On a CUDA machine (DESIGN.md §6), in one process, under 5 minutes:
 
@@ -9,14 +10,24 @@ On a CUDA machine (DESIGN.md §6), in one process, under 5 minutes:
    float64, bfloat16/float16 inputs (error at most 2x a naive same-dtype torch computation), tf32 options,
    d from 1 to 3072, shapes off the block sizes, ``+inf`` costs, ``-inf`` weights, split reductions;
    ``fastot.sinkhorn`` (dense and online) on CUDA tensors against the float64 CPU solve; and
-   ``fastot.linear_sum_assignment`` on CUDA tensors against scipy's optimal cost;
+   ``fastot.linear_sum_assignment`` on CUDA tensors against scipy's optimal cost; the Triton
+   assignment kernels (``fastot._triton.assignment.solve_lsa``: register-block and chunked kernels,
+   float32/float64, integer ties) against scipy's optimal value, with their dual certificates, and
+   their infeasible / invalid statuses;
 2. times one log-domain Sinkhorn iteration (both c-transforms) at n = m up to 16384, d in {64, 3072},
    float32: fastot online (``lse_sqeuclidean``, ieee / tf32 / tf32x3 products), fastot on a
    materialised cost (``lse_dense``), plain PyTorch (``torch.logsumexp`` on the materialised cost), and
    flash-sinkhorn when importable; each provider's first iteration is checked against a float64 one
    before it is timed. The bound is the time of one dense float32 read + write of the n x m matrix
    (a copy); ``x_bound`` = time per iteration / bound; ``rel`` = time / best fastot online time;
-3. prints a short table last and writes ``gpu_check.csv`` and ``gpu_check.json`` (device, versions,
+3. times exact assignment of float32 squared-Euclidean costs from Gaussian point clouds (d in
+   {64, 3072}) for B x n in {1x4096, 256x256, 1x1024, 64x64, 16x1024, 1x8192}: fastot on the device
+   (the op, float64 solve, and the float32 kernel), fastot's CPU solver, scipy (n <= 4096; at 4096
+   only for d = 64) and torch-linear-assignment when importable (n <= 1024); cost construction is
+   timed on its own row; every solver's answer is checked against the optimum before it is timed;
+   the table ends with issue 4's targets (n = 4096 in 10 ms and 50x scipy, 256 x 256 in 5 ms, never
+   slower than fastot's CPU solver). ``--timing assignment`` runs only this timing section;
+4. prints a short table last and writes ``gpu_check.csv`` and ``gpu_check.json`` (device, versions,
    commit, every row with its full error text) into OUT_DIR.
 
 Every failure is caught and reported in its row (status ``FAIL``: outside tolerance; ``ERROR``: raised).
@@ -421,6 +432,333 @@ def run_checks(torch, sm, fastot, dev, report: Report, smoke: bool, quick: bool)
 
         guarded(case, "fastot.linear_sum_assignment", lsa_check)
 
+    run_assignment_checks(torch, fastot, dev, report, smoke, quick)
+
+
+# --------------------------------------------------------------------------------------------------
+# exact assignment on the device (fastot._triton.assignment): checks and timing
+
+LSA_KERNEL = "fastot._triton solve_lsa"
+LSA_DEVICE = "fastot device (op)"
+
+
+def lsa_value64(torch, C, col4row) -> list[float]:
+    """Cost of each problem's assignment ``col4row (B, r)`` in float64 on the CPU (inf if invalid)."""
+    C = C.detach().cpu().double()
+    col4row = col4row.detach().cpu()
+    out = []
+    for b in range(C.shape[0]):
+        cols = col4row[b]
+        if bool((cols < 0).any()) or int(cols.unique().numel()) != cols.numel():
+            out.append(math.inf)  # not an injective assignment
+            continue
+        out.append(float(C[b, torch.arange(C.shape[1]), cols].sum()))
+    return out
+
+
+def lsa_optimum64(torch, fastot, C) -> tuple[list[float], str]:
+    """Optimal values of ``C (B, r, c)`` (float64): scipy, else fastot's CPU solver."""
+    C64 = C.detach().cpu().double()
+    try:
+        from scipy.optimize import linear_sum_assignment as scipy_lsa
+
+        vals = []
+        for Cb in C64.numpy():
+            r, c = scipy_lsa(Cb)
+            vals.append(float(Cb[r, c].sum()))
+        return vals, "scipy"
+    except ImportError:
+        _, cols = fastot.linear_sum_assignment(C64)
+        return lsa_value64(torch, C64, cols), "fastot CPU (scipy missing)"
+
+
+def lsa_certificate_err(torch, C, col4row, u, v) -> float:
+    """Largest violation of the dual certificate (min form, r <= c), relative to max |C| finite:
+    reduced costs >= 0, = 0 on the assignment, v = 0 on unassigned columns, primal = dual."""
+    C64, u64, v64 = C.detach().cpu().double(), u.detach().cpu().double(), v.detach().cpu().double()
+    col4row = col4row.detach().cpu()
+    worst = 0.0
+    for b in range(C64.shape[0]):
+        Cb = C64[b]
+        fin = torch.isfinite(Cb)
+        scale = max(1.0, float(Cb[fin].abs().max())) if bool(fin.any()) else 1.0
+        slack = torch.where(fin, Cb - u64[b][:, None] - v64[b][None, :], torch.inf)
+        rows = torch.arange(Cb.shape[0])
+        tight = slack[rows, col4row[b]].abs().max()
+        free = torch.ones(Cb.shape[1], dtype=torch.bool)
+        free[col4row[b]] = False
+        v_free = v64[b][free].abs().max() if bool(free.any()) else torch.tensor(0.0)
+        gap = abs(float(Cb[rows, col4row[b]].sum()) - float(u64[b].sum() + v64[b].sum()))
+        errs = [max(0.0, -float(slack.min())), float(tight), float(v_free), gap / max(1, Cb.shape[0])]
+        worst = max(worst, max(errs) / scale)
+    return worst
+
+
+def run_assignment_checks(torch, fastot, dev, report: Report, smoke: bool, quick: bool) -> None:
+    """The Triton assignment kernels on device tensors: optimal value vs scipy, dual certificate,
+    both kernels (register block and chunked), float32 and float64, infeasible/invalid statuses."""
+    gen = torch.Generator().manual_seed(2)
+    f32, f64 = torch.float32, torch.float64
+    if fastot is None:
+        report.add(Row("check", "assignment kernels", LSA_KERNEL, ERROR, detail="fastot not importable"))
+        return
+    try:
+        tas = importlib.import_module("fastot._triton.assignment")
+    except Exception as exc:
+        report.error("check", "assignment kernels", LSA_KERNEL, exc)
+        return
+    # (B, r, c, dtype, block_cap, kind): block kernel square/wide, chunked kernel, integer ties
+    if smoke:
+        cases = [(3, 20, 20, f64, None, "rand"), (2, 9, 21, f32, None, "rand"), (1, 18, 37, f64, 16, "rand"),
+                 (2, 17, 17, f32, 16, "int")]  # fmt: skip
+    else:
+        cases = [(64, 64, 64, f32, None, "rand"), (8, 300, 300, f64, None, "rand"),
+                 (4, 200, 700, f32, None, "rand"), (2, 1000, 1000, f64, None, "int"),
+                 (1, 700, 5000, f64, None, "rand"), (2, 600, 600, f32, 256, "rand")]  # fmt: skip
+        if quick:
+            cases = cases[:2] + cases[4:5]
+    for B, r, c, dtype, cap, kind in cases:
+        default_cap = tas._INTERPRET_BLOCK_CAP if tas.interpreting() else tas._BLOCK_CAP
+        kernel = "chunked" if c > (cap if cap is not None else default_cap) else "block"
+        case = f"assignment {kernel} {str(dtype)[6:]} B={B} r={r} c={c} {kind}"
+
+        def check(B=B, r=r, c=c, dtype=dtype, cap=cap, kind=kind, case=case):
+            if kind == "int":
+                C = torch.randint(0, 8, (B, r, c), generator=gen).to(dtype)
+            else:
+                C = torch.rand(B, r, c, generator=gen, dtype=f64).to(dtype)
+            col4row, u, v, status = tas.solve_lsa(C.to(dev), block_cap=cap)
+            if col4row.device.type != dev.type:
+                raise AssertionError(f"outputs on {col4row.device}, expected {dev}")
+            if bool((status.cpu() != 0).any()):
+                raise AssertionError(f"status {status.cpu().tolist()} on a feasible problem")
+            got = lsa_value64(torch, C, col4row)
+            best, ref_name = lsa_optimum64(torch, fastot, C)
+            eps = 1.2e-7 if dtype == f32 else 2.3e-16
+            scale = float(C.abs().max())
+            err = max(abs(g - b) for g, b in zip(got, best, strict=True))
+            tol = 8 * eps * max(r, c) * max(scale, 1.0)
+            cert = lsa_certificate_err(torch, C, col4row, u, v)
+            ok = err <= tol and cert <= 8 * eps * max(r, c)
+            detail = f"optimal value vs {ref_name}; dual certificate rel err {cert:.2g}"
+            report.add(
+                Row("check", case, LSA_KERNEL, OK if ok else FAIL, max_err=err, tol=tol, detail=detail)
+            )
+
+        _guarded_check(torch, dev, report, case, LSA_KERNEL, check)
+
+    case = "assignment statuses: infeasible / invalid / ok"
+
+    def statuses():
+        n = 12 if smoke else 100
+        C = torch.rand(3, n, n, generator=gen, dtype=f64)
+        C[0, 3, :] = math.inf  # a row with no allowed column
+        C[1, 2, 5] = math.nan
+        _, _, _, status = tas.solve_lsa(C.to(dev))
+        got = status.cpu().tolist()
+        want = [tas.STATUS_INFEASIBLE, tas.STATUS_INVALID, tas.STATUS_OK]
+        report.add(Row("check", case, LSA_KERNEL, OK if got == want else FAIL, detail=f"status {got}"))
+
+    _guarded_check(torch, dev, report, case, LSA_KERNEL, statuses)
+
+
+def _guarded_check(torch, dev, report, case, provider, fn) -> None:
+    try:
+        fn()
+    except Exception as exc:
+        report.error("check", case, provider, exc)
+    finally:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+
+def _time_adaptive(torch, dev, fn, target_s: float, max_reps: int) -> tuple[float, int]:
+    """Median seconds per call; slow calls (over target_s / 3) are timed once or twice."""
+    timer = Timer(torch, dev, target_s, max_reps)
+    samples = [timer.once(fn)]
+    while len(samples) < max_reps and sum(samples) + samples[0] <= target_s:
+        samples.append(timer.once(fn))
+    return statistics.median(samples), len(samples)
+
+
+def run_assignment_timing(torch, fastot, dev, report: Report, smoke: bool, quick: bool, deadline: float):
+    """Exact assignment of float32 squared-Euclidean costs from Gaussian point clouds: fastot on the
+    device (the op: float64 solve; and the float32 kernel), fastot's CPU solver, scipy and
+    torch-linear-assignment where present. Cost construction is timed on its own row. Every solver's
+    first answer is checked against the optimum (scipy, or fastot CPU above scipy's size limit)
+    before it is timed."""
+    if smoke:
+        cases = [(1, 24, 5), (3, 12, 70), (1, 66, 5)]  # (B, n, d); n = 66 crosses the chunk of 64
+        target_s, max_reps, scipy_max_n, tla_max_n = 0.05, 3, 10**9, 10**9
+    else:
+        # B x n in {1x1024, 1x4096, 1x8192, 64x64, 256x256, 16x1024}, d in {64, 3072}
+        sizes = [(1, 4096), (256, 256), (1, 1024), (64, 64), (16, 1024), (1, 8192)]
+        cases = [(B, n, d) for B, n in sizes for d in (64, 3072)]
+        if quick:
+            cases = [(1, 4096, 64), (256, 256, 64), (1, 1024, 3072)]
+        target_s, max_reps, scipy_max_n, tla_max_n = (0.5 if quick else 1.0), 10, 4096, 1024
+    f32, f64 = torch.float32, torch.float64
+    if fastot is None:
+        report.add(Row("assign", "assignment timing", "all", ERROR, detail="fastot not importable"))
+        return
+    try:
+        tas = importlib.import_module("fastot._triton.assignment")
+        lsa_ops = importlib.import_module("fastot.ops.assignment")
+    except Exception as exc:
+        report.error("assign", "assignment timing", "all", exc)
+        return
+    try:
+        from scipy.optimize import linear_sum_assignment as scipy_lsa
+
+        scipy_error = None
+    except Exception as exc:
+        scipy_lsa, scipy_error = None, _describe(exc)
+    try:
+        from torch_linear_assignment import batch_linear_assignment
+
+        tla_error = None if dev.type == "cuda" else "CUDA only"
+    except Exception as exc:
+        batch_linear_assignment, tla_error = None, _describe(exc)
+
+    def device_op(C, solve_dtype):
+        # On CUDA this is exactly what fastot.linear_sum_assignment / solve_assignment run; under
+        # --cpu-smoke the same device path is called directly (the CPU op would take the C++ kernel).
+        if dev.type == "cuda":
+            if solve_dtype == f64:
+                return fastot.linear_sum_assignment(C)[1].reshape(C.shape[0], -1)
+            return torch.ops.fastot.solve_assignment(C, False, f32)[1].reshape(C.shape[0], -1)
+        return lsa_ops._solve_on_device(C, False, solve_dtype, tas.solve_lsa)[1]
+
+    gen = torch.Generator(device=dev).manual_seed(3)
+    for B, n, d in cases:
+        case = f"B={B} n={n} d={d}"
+        if time.monotonic() > deadline:
+            report.add(Row("assign", case, "all", SKIPPED, detail="time budget spent", ours=False))
+            continue
+        try:
+            x = torch.randn(B, n, d, device=dev, generator=gen)
+            y = torch.randn(B, n, d, device=dev, generator=gen)
+            C = fastot.cost_matrix(x, y)
+            sec, reps = _time_adaptive(
+                torch, dev, lambda x=x, y=y: fastot.cost_matrix(x, y), target_s / 4, max_reps
+            )
+            report.add(Row("assign", case, "cost: fastot.cost_matrix fp32", OK, ms_per_iter=1e3 * sec,
+                           detail=f"{reps} reps; not included in the solve times"))  # fmt: skip
+            C_cpu = C.cpu()
+            if n <= scipy_max_n and scipy_lsa is not None and B * n <= 16 * 1024:
+                best, ref_name = lsa_optimum64(torch, fastot, C_cpu)
+            else:
+                _, cols = fastot.linear_sum_assignment(C_cpu)
+                best, ref_name = lsa_value64(torch, C_cpu, cols.reshape(B, n)), "fastot CPU"
+        except Exception as exc:
+            report.error("assign", case, "setup", exc)
+            continue
+        scale = float(C_cpu.abs().max())
+        rows: list[Row] = []
+        zeros = torch.zeros_like(C)
+
+        def tla(C):
+            return batch_linear_assignment(C)
+
+        def scipy_loop(C):
+            return torch.stack(
+                [torch.from_numpy(scipy_lsa(Cb)[1]) for Cb in C.detach().cpu().double().numpy()]
+            )
+
+        providers = [
+            (LSA_DEVICE, lambda C: device_op(C, f64), C, True, 64, "float64 solve; cost converted on device"),
+            (f"{LSA_DEVICE} fp32", lambda C: device_op(C, f32), C, True, 32, "float32 solve"),
+            ("fastot cpu", lambda C: fastot.linear_sum_assignment(C)[1].reshape(C.shape[0], -1), C_cpu, True,
+             64, "C++ JV, float64 solve, cost already on host"),
+            ("scipy", scipy_loop, C_cpu, False, 64, "loop over the batch"),
+            ("torch-linear-assignment", tla, C, False, 32, "batch_linear_assignment"),
+        ]  # fmt: skip
+        for name, solve, Cin, ours, bits, note in providers:
+            if name == "scipy" and (scipy_lsa is None or n > scipy_max_n or (n == 4096 and d != 64)):
+                why = scipy_error or "too slow for the 5-minute budget"
+                status = UNAVAILABLE if scipy_lsa is None else SKIPPED
+                rows.append(report.add(Row("assign", case, name, status, detail=why, ours=False)))
+                continue
+            if name == "torch-linear-assignment" and (tla_error is not None or n > tla_max_n):
+                why = tla_error or f"n > {tla_max_n}: too slow for the budget (one thread per problem)"
+                status = UNAVAILABLE if tla_error is not None else SKIPPED
+                rows.append(report.add(Row("assign", case, name, status, detail=why, ours=False)))
+                continue
+            if time.monotonic() > deadline:
+                rows.append(
+                    report.add(Row("assign", case, name, SKIPPED, detail="time budget spent", ours=False))
+                )
+                continue
+            try:
+                if Cin.device.type == "cuda" and name.startswith("fastot"):
+                    solve(zeros if Cin is C else zeros.cpu())  # compile the kernels of this shape
+                cols = solve(Cin)
+                got = lsa_value64(torch, C_cpu, cols.reshape(B, n))
+                err = max(abs(g - b) for g, b in zip(got, best, strict=True))
+                eps = 1.2e-7 if bits == 32 else 2.3e-16
+                tol = 8 * eps * n * max(scale, 1.0)
+                if not err <= tol:
+                    rows.append(report.add(Row("assign", case, name, FAIL, max_err=err, tol=tol, ours=ours,
+                                               detail=f"value vs {ref_name}: not timed")))  # fmt: skip
+                    continue
+                sec, reps = _time_adaptive(torch, dev, lambda s=solve, c=Cin: s(c), target_s, max_reps)
+                rows.append(report.add(Row("assign", case, name, OK, ms_per_iter=1e3 * sec, max_err=err,
+                                           tol=tol, ours=ours, detail=f"{note}; {reps} reps")))  # fmt: skip
+            except Exception as exc:
+                rows.append(report.error("assign", case, name, exc, ours=ours))
+            finally:
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+        ref = next((r for r in rows if r.provider == LSA_DEVICE and r.status == OK), None)
+        for r in rows:
+            if ref is not None and r.ms_per_iter is not None:
+                r.rel = r.ms_per_iter / ref.ms_per_iter  # > 1: slower than fastot on the device
+        del x, y, C, zeros
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def assignment_lines(report: Report) -> list[str]:
+    """The assignment timing table and issue 4's targets."""
+    rows = [r for r in report.rows if r.section == "assign"]
+    if not rows:
+        return []
+    header = ("case", "provider", "status", "ms", "x fastot device", "value err", "detail")
+    table = [header]
+    for r in rows:
+        detail = r.detail if r.status != OK or r.provider.startswith("cost") else ""
+        table.append((r.case, r.provider, r.status, _fmt(r.ms_per_iter, ".4g"), _fmt(r.rel, ".2f"),
+                      _fmt(r.max_err, ".1e"), detail[:60]))  # fmt: skip
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    lines = ["", "exact assignment (float32 sq-Euclidean costs; x fastot device = time / fastot device (op))"]
+    for i, row in enumerate(table):
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    timed = {(r.case, r.provider): r.ms_per_iter for r in rows if r.status == OK and r.ms_per_iter}
+    lines.append("\nassignment targets (issue 4):")
+    for case, provider, limit in (
+        ("B=1 n=4096 d=64", LSA_DEVICE, 10.0),
+        ("B=256 n=256 d=64", LSA_DEVICE, 5.0),
+    ):
+        ms = timed.get((case, provider))
+        if ms is None:
+            lines.append(f"  {case}: not timed")
+            continue
+        lines.append(f"  {case}: {ms:.4g} ms (target <= {limit:g} ms) {'met' if ms <= limit else 'NOT met'}")
+        sp = timed.get((case, "scipy"))
+        if case.startswith("B=1 n=4096") and sp is not None:
+            verdict = "met" if sp >= 50 * ms else "NOT met"
+            lines.append(f"    vs scipy {sp:.4g} ms: {sp / ms:.1f}x (target >= 50x) {verdict}")
+    cases = sorted(
+        {r.case for r in rows if (r.case, LSA_DEVICE) in timed and (r.case, "fastot cpu") in timed}
+    )
+    slower = [c for c in cases if timed[(c, LSA_DEVICE)] > timed[(c, "fastot cpu")]]
+    if cases:
+        verdict = "met" if not slower else "NOT met at " + ", ".join(slower)
+        lines.append(f"  never slower than fastot's CPU solver ({len(cases)} cases): {verdict}")
+    return lines
+
 
 # --------------------------------------------------------------------------------------------------
 # section 2: timing
@@ -700,6 +1038,7 @@ def print_table(meta: dict[str, Any], report: Report, files: tuple[Path, Path] |
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.extend(target_lines(report))
+    lines.extend(assignment_lines(report))
     if files:
         lines.append(f"\nwritten: {files[0]}  {files[1]}")
     print("\n".join(lines), flush=True)
@@ -746,12 +1085,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the same code paths on CPU tensors in Triton's interpreter at tiny sizes",
     )
     p.add_argument("--no-checks", action="store_true", help="skip section 1 (correctness checks)")
-    p.add_argument("--no-timing", action="store_true", help="skip section 2 (timing)")
+    p.add_argument("--no-timing", action="store_true", help="skip sections 2 and 3 (timing)")
+    p.add_argument(
+        "--timing",
+        choices=("all", "sinkhorn", "assignment"),
+        default="all",
+        help="which timing sections run (default all: Sinkhorn, then exact assignment)",
+    )
     p.add_argument(
         "--budget-s",
         type=float,
         default=None,
-        help="seconds from the start after which no new timing starts (default 250, quick 150)",
+        help="seconds from the start after which no new timing starts (default 250, quick 150); "
+        "with --timing all, Sinkhorn timing stops starting new work at 55%% of it",
     )
     return p.parse_args(argv)
 
@@ -790,11 +1136,17 @@ def main(argv: list[str] | None = None) -> int:
         # the whole run stays under 5 minutes: timing stops starting new work at the deadline
         budget = args.budget_s if args.budget_s is not None else (150.0 if args.quick else 250.0)
         deadline = t_start + budget
+        sinkhorn_deadline = t_start + 0.55 * budget if args.timing == "all" else deadline
         try:
-            if not args.no_timing:
-                run_timing(torch, sm, dev, report, args.cpu_smoke, args.quick, deadline)
+            if not args.no_timing and args.timing in ("all", "sinkhorn"):
+                run_timing(torch, sm, dev, report, args.cpu_smoke, args.quick, sinkhorn_deadline)
         except Exception as exc:
             report.error("time", "section 2", "timing", exc)
+        try:
+            if not args.no_timing and args.timing in ("all", "assignment"):
+                run_assignment_timing(torch, fastot, dev, report, args.cpu_smoke, args.quick, deadline)
+        except Exception as exc:
+            report.error("assign", "section 3", "assignment timing", exc)
     except Exception as exc:
         report.error("setup", "gpu_check", "setup", exc)
     finally:

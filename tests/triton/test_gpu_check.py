@@ -35,6 +35,11 @@ def test_cpu_smoke_writes_table_csv_and_json(tmp_path):
     for name in ("fastot online ieee", "fastot dense lse_dense", "torch dense logsumexp", "bound: copy"):
         assert name in tail
     assert "target at n=m=48 d=64: best fastot online" in tail
+    # the assignment table and its target lines come after the Sinkhorn ones
+    assign = tail[tail.index("exact assignment (") :]
+    for name in ("fastot device (op)", "fastot device (op) fp32", "fastot cpu", "cost: fastot.cost_matrix"):
+        assert name in assign
+    assert "assignment targets (issue 4):" in assign and "never slower than fastot's CPU solver" in assign
     assert "written:" in out.splitlines()[-1]
     rows = list(csv.DictReader((tmp_path / "out" / "gpu_check.csv").open()))
     providers = {r["provider"] for r in rows}
@@ -44,7 +49,16 @@ def test_cpu_smoke_writes_table_csv_and_json(tmp_path):
         "fastot apply_sqeuclidean",
         "fastot.linear_sum_assignment",
         "fastot online ieee",
+        "fastot._triton solve_lsa",
+        "fastot device (op)",
+        "fastot cpu",
     } <= providers
+    kernels = [r for r in rows if r["provider"] == "fastot._triton solve_lsa"]
+    assert any("chunked" in r["case"] for r in kernels) and any("block" in r["case"] for r in kernels)
+    assert any("statuses" in r["case"] for r in kernels)
+    solved = [r for r in rows if r["section"] == "assign" and r["provider"].startswith("fastot device")]
+    assert len(solved) == 6 and all(r["status"] == "ok" and float(r["ms_per_iter"]) > 0 for r in solved)
+    assert any(r["case"].endswith("n=66 d=5") for r in solved)  # the chunked kernel under the op's path
     ours = [r for r in rows if r["ours"] == "True"]
     assert ours and all(r["status"] in ("ok", "skipped") for r in ours), [
         (r["case"], r["provider"], r["status"], r["detail"]) for r in ours if r["status"] != "ok"
@@ -96,6 +110,7 @@ def test_failures_are_caught_and_reported(capsys):
     cpu = torch.device("cpu")
     gc.run_checks(torch, _BrokenKernels, None, cpu, report, smoke=True, quick=True)
     gc.run_timing(torch, _BrokenKernels, cpu, report, smoke=True, quick=True, deadline=float("inf"))
+    gc.run_assignment_timing(torch, None, cpu, report, smoke=True, quick=True, deadline=float("inf"))
     by = {}
     for r in report.rows:
         by.setdefault(r.provider, set()).add(r.status)
@@ -105,6 +120,8 @@ def test_failures_are_caught_and_reported(capsys):
     assert by["fastot.linear_sum_assignment"] == {"ERROR"}  # no fastot module given
     assert by["fastot online ieee"] == {"FAIL"} and by["fastot dense lse_dense"] == {"ERROR"}
     assert by["torch dense logsumexp"] == {"ok"}
+    assert by["fastot._triton solve_lsa"] == {"ERROR"}  # no fastot module given
+    assert {(r.section, r.status) for r in report.rows if r.provider == "all"} == {("assign", "ERROR")}
     dense_err = next(r for r in report.rows if r.provider == "fastot lse_dense")
     assert "RuntimeError: boom: illegal memory access" in dense_err.detail and "boom" in dense_err.trace
     assert report.failed
