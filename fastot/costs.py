@@ -283,10 +283,15 @@ def _cost(x: torch.Tensor, y: torch.Tensor, cost: str) -> torch.Tensor:
 def sqeuclidean(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``(..., n, d), (..., m, d) -> (..., n, m)`` squared distances by the matrix-product formula, in the
     inputs' (common) dtype, clamped at 0. No validation: callers check shapes and dtypes."""
-    xx = (x * x).sum(-1)
-    yy = (y * y).sum(-1)
-    C = xx.unsqueeze(-1) + yy.unsqueeze(-2) - 2.0 * torch.matmul(x, y.mT)
-    return C.clamp_min(0.0)
+    xx = torch.linalg.vector_norm(x, dim=-1).square()  # one pass, no (n, d) temporary
+    yy = torch.linalg.vector_norm(y, dim=-1).square()
+    # Two passes over the (n, m) output besides the product: the product writes -2<x, y> + |y|^2 (addmm's
+    # bias broadcast), then one in-place pass adds |x|^2 and clamps.
+    if x.dim() == 2 and y.dim() == 2:
+        C = torch.addmm(yy.unsqueeze(0), x, y.T, alpha=-2.0)
+    else:
+        C = torch.matmul(x, y.mT).mul_(-2.0).add_(yy.unsqueeze(-2))
+    return C.add_(xx.unsqueeze(-1)).clamp_min_(0.0)
 
 
 def _safe_sqrt(C: torch.Tensor) -> torch.Tensor:
