@@ -4,7 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <functional>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -112,6 +114,111 @@ CArray<T> lse_sqeuclidean(const CArray<T>& x, const CArray<T>& y, const CArray<T
   return out;
 }
 
+void check_shape(const char* name, const py::array& a, std::vector<int64_t> want) {
+  bool ok = a.ndim() == static_cast<py::ssize_t>(want.size());
+  for (size_t k = 0; ok && k < want.size(); ++k) ok = a.shape(k) == want[k];
+  if (!ok) {
+    std::string w = "(";
+    for (size_t k = 0; k < want.size(); ++k) w += (k ? ", " : "") + std::to_string(want[k]);
+    throw std::invalid_argument(std::string(name) + " must have shape " + w + (want.size() == 1 ? ",)" : ")") +
+                                ", got " + shape_str(a));
+  }
+}
+
+// The fused Sinkhorn step's vector arguments, checked: hg (B, m), sf (B,), log_a (B, n), coef (B,),
+// sg (B,), cap (B, n) or None, active (B,) uint8 or None.
+template <typename T>
+struct StepInputs {
+  CArray<T> hg, sf, log_a, coef, sg;
+  std::optional<CArray<T>> cap;
+  std::optional<CArray<uint8_t>> active;
+  fastot::StepArgs<T> args(int64_t B, int64_t n, int64_t m) const {
+    check_shape("hg", hg, {B, m});
+    check_scale(sf, B);
+    check_shape("log_a", log_a, {B, n});
+    check_shape("coef", coef, {B});
+    check_scale(sg, B);
+    if (cap) check_shape("cap", *cap, {B, n});
+    if (active) check_shape("active", *active, {B});
+    return {hg.data(), sf.data(), log_a.data(), coef.data(), cap ? cap->data() : nullptr, sg.data(),
+            active ? active->data() : nullptr};
+  }
+};
+
+// Outputs S (B, n), T (B, m); rows of inactive problems are NaN.
+template <typename T>
+py::tuple step_outputs(int64_t B, int64_t n, int64_t m, const fastot::StepArgs<T>& a,
+                       const std::function<void(T*, T*)>& run) {
+  CArray<T> S({B, n}), Tc({B, m});
+  T *ps = S.mutable_data(), *pt = Tc.mutable_data();
+  for (int64_t b = 0; b < B; ++b)
+    if (a.active && !a.active[b]) {
+      std::fill(ps + b * n, ps + (b + 1) * n, std::numeric_limits<T>::quiet_NaN());
+      std::fill(pt + b * m, pt + (b + 1) * m, std::numeric_limits<T>::quiet_NaN());
+    }
+  {
+    py::gil_scoped_release release;
+    run(ps, pt);
+  }
+  return py::make_tuple(S, Tc);
+}
+
+template <typename T>
+py::tuple sinkhorn_step_dense(const CArray<T>& C, const StepInputs<T>& in, int num_threads, const std::string& isa) {
+  if (C.ndim() != 3) throw std::invalid_argument("C must have shape (B, n, m), got " + shape_str(C));
+  const int64_t B = C.shape(0), n = C.shape(1), m = C.shape(2);
+  const fastot::StepArgs<T> a = in.args(B, n, m);
+  if (num_threads < 1) throw std::invalid_argument("num_threads must be >= 1");
+  fastot::softmin_isa(isa);
+  const T* pc = C.data();
+  return step_outputs<T>(B, n, m, a, [&](T* S, T* Tc) {
+    fastot::sinkhorn_step_dense<T>(pc, a, B, n, m, S, Tc, num_threads, isa);
+  });
+}
+
+template <typename T>
+py::tuple sinkhorn_step_sqeuclidean(const CArray<T>& x, const CArray<T>& y, const StepInputs<T>& in,
+                                    int num_threads, const std::string& isa) {
+  if (x.ndim() != 3) throw std::invalid_argument("x must have shape (B, n, d), got " + shape_str(x));
+  const int64_t B = x.shape(0), n = x.shape(1), d = x.shape(2);
+  if (y.ndim() != 3 || y.shape(0) != B || y.shape(2) != d)
+    throw std::invalid_argument("y must have shape (B, m, d) with B = " + std::to_string(B) +
+                                ", d = " + std::to_string(d) + " (from x of shape " + shape_str(x) + "), got " +
+                                shape_str(y));
+  const int64_t m = y.shape(1);
+  const fastot::StepArgs<T> a = in.args(B, n, m);
+  if (num_threads < 1) throw std::invalid_argument("num_threads must be >= 1");
+  fastot::softmin_isa(isa);
+  const T *px = x.data(), *py_ = y.data();
+  return step_outputs<T>(B, n, m, a, [&](T* S, T* Tc) {
+    fastot::sinkhorn_step_sqeuclidean<T>(px, py_, a, B, n, m, d, S, Tc, num_threads, isa);
+  });
+}
+
+template <typename T>
+void def_steps(py::module_& mod, const char* doc_dense, const char* doc_sq) {
+  auto dense = [](const CArray<T>& C, const CArray<T>& hg, const CArray<T>& sf, const CArray<T>& log_a,
+                  const CArray<T>& coef, const CArray<T>& sg, std::optional<CArray<T>> cap,
+                  std::optional<CArray<uint8_t>> active, int num_threads, const std::string& isa) {
+    return sinkhorn_step_dense<T>(C, StepInputs<T>{hg, sf, log_a, coef, sg, cap, active}, num_threads, isa);
+  };
+  auto sq = [](const CArray<T>& x, const CArray<T>& y, const CArray<T>& hg, const CArray<T>& sf,
+               const CArray<T>& log_a, const CArray<T>& coef, const CArray<T>& sg, std::optional<CArray<T>> cap,
+               std::optional<CArray<uint8_t>> active, int num_threads, const std::string& isa) {
+    return sinkhorn_step_sqeuclidean<T>(x, y, StepInputs<T>{hg, sf, log_a, coef, sg, cap, active}, num_threads,
+                                        isa);
+  };
+  mod.def("sinkhorn_step_dense", dense, py::arg("C").noconvert(), py::arg("hg").noconvert(),
+          py::arg("sf").noconvert(), py::arg("log_a").noconvert(), py::arg("coef").noconvert(),
+          py::arg("sg").noconvert(), py::arg("cap").noconvert() = py::none(),
+          py::arg("active").noconvert() = py::none(), py::arg("num_threads") = 1, py::arg("isa") = "auto",
+          doc_dense);
+  mod.def("sinkhorn_step_sqeuclidean", sq, py::arg("x").noconvert(), py::arg("y").noconvert(),
+          py::arg("hg").noconvert(), py::arg("sf").noconvert(), py::arg("log_a").noconvert(),
+          py::arg("coef").noconvert(), py::arg("sg").noconvert(), py::arg("cap").noconvert() = py::none(),
+          py::arg("active").noconvert() = py::none(), py::arg("num_threads") = 1, py::arg("isa") = "auto", doc_sq);
+}
+
 template <typename T>
 CArray<T> exp_approx(const CArray<T>& x, bool full_range, const std::string& isa) {
   CArray<T> out(std::vector<py::ssize_t>(x.shape(), x.shape() + x.ndim()));
@@ -155,6 +262,15 @@ PYBIND11_MODULE(_C, mod) {
   mod.def("lse_sqeuclidean", &lse_sqeuclidean<float>, py::arg("x").noconvert(), py::arg("y").noconvert(),
           py::arg("h").noconvert(), py::arg("scale").noconvert(), py::arg("num_threads") = 1,
           py::arg("isa") = "auto", "float32 overload, accumulated in float32.");
+  def_steps<double>(
+      mod,
+      "Fused Sinkhorn step over a dense float64 cost C (B, n, m): S[b, i] = LSE_j (hg[b, j] - sf[b] C[b, i, j]), "
+      "f = min(coef[b] S, cap), T[b, j] = LSE_i (log_a[b, i] + sg[b] f[b, i] - sg[b] C[b, i, j]); one pass over "
+      "C. hg (B, m), sf (B,), log_a (B, n), coef (B,), sg (B,), cap (B, n) or None, active (B,) uint8 or None "
+      "(inactive problems are skipped; their rows are NaN). Returns (S (B, n), T (B, m)).",
+      "Fused Sinkhorn step with the squared-Euclidean cost of x (B, n, d), y (B, m, d) computed on the fly "
+      "(never n x m); otherwise as sinkhorn_step_dense.");
+  def_steps<float>(mod, "float32 overload, accumulated in float32.", "float32 overload, accumulated in float32.");
   mod.def("_exp_approx", &exp_approx<double>, py::arg("x").noconvert(), py::arg("full_range") = false,
           py::arg("isa") = "auto",
           "Test hook: the log-sum-exp kernels' vectorised exp, elementwise. full_range=False (the kernels' "

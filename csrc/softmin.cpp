@@ -357,8 +357,9 @@ struct CostArgs {
 
 // acc[r][c] (+)= sum_k xr[r][k] * yp[k * NR + c] for MR rows and NR columns.
 // first: start from 0, else from out. kLast: instead of the dot products, write
-// the exponents v = h - s C to out[r * ldo + c] and fold them into vmax[r].
-template <typename T, bool kLast>
+// the exponents v = h - s C (kStoreCost: the costs C) to out[r * ldo + c] and
+// fold the exponents into vmax[r].
+template <typename T, bool kLast, bool kStoreCost = false>
 FASTOT_INLINE void micro_kernel(const T* const* xr, const T* yp, int64_t kl, T* out, int64_t ldo, bool first,
                                 const CostArgs<T>& ca, const char* pf, int64_t npf) {
   using S = Simd<T>;
@@ -396,7 +397,7 @@ FASTOT_INLINE void micro_kernel(const T* const* xr, const T* yp, int64_t kl, T* 
       for (int c = 0; c < NV; ++c) {
         const V cst = S::max(S::zero(), S::fnmadd(two, acc[r][c], S::add(xv, S::load(ca.yy + c * L))));
         const V v = S::fnmadd(vs, cst, S::load(ca.h + c * L));
-        S::store(out + r * ldo + c * L, v);
+        S::store(out + r * ldo + c * L, kStoreCost ? cst : v);
         mx = S::max(v, mx);
       }
       ca.vmax[r] = mx;
@@ -448,8 +449,10 @@ void pack_y(const T* y, const T* h, int64_t m, int64_t d, int64_t p0, int64_t p1
 }
 
 // Rows [i0, i1) (at most MB) of one problem: out[i] = LSE_j (hp[j] - s max(0,
-// |x_i|^2 + yy[j] - 2 <x_i, y_j>)). buf: MB x NB scratch.
-template <typename T>
+// |x_i|^2 + yy[j] - 2 <x_i, y_j>)). buf: MB x NB scratch; kPanel: instead a
+// (i1 - i0) x m_pad panel (row stride m_pad) that is left holding the costs
+// C of the rows, for the column pass of the fused Sinkhorn step.
+template <typename T, bool kPanel = false>
 void lse_sqeuclidean_rows(const T* x, const T* yp, const T* yy, const T* hp, T s, int64_t m_pad, int64_t d,
                           int64_t i0, int64_t i1, T* out, T* buf) {
   const int64_t panels = m_pad / Tiles<T>::NR;
@@ -460,6 +463,7 @@ void lse_sqeuclidean_rows(const T* x, const T* yp, const T* yy, const T* hp, T s
   constexpr int64_t MB = Tl::MB, NB = Tl::NB, KC = Tl::KC;
   const int64_t rows = i1 - i0;
   const int64_t groups = ceil_div(rows, MR);
+  const int64_t ldb = kPanel ? m_pad : NB;  // row stride of buf
   alignas(64) T xx[MB];
   LseAcc<T> lse[MB];
   V vmax[MB];
@@ -506,12 +510,13 @@ void lse_sqeuclidean_rows(const T* x, const T* yp, const T* yy, const T* hp, T s
           pf = reinterpret_cast<const char*>(next + g * share * kLine);
           npf = std::max<int64_t>(0, std::min({share, lines - g * share, kl}));
         }
-        T* o = buf + g * MR * NB + p * NR;
+        // (A panel has ceil(rows / MR) * MR rows: the micro-kernel writes MR.)
+        T* o = buf + g * MR * ldb + (kPanel ? jt : 0) + p * NR;
         if (last) {
           const CostArgs<T> ca{xx + g * MR, yy + jt + p * NR, hp + jt + p * NR, s, vmax + g * MR};
-          micro_kernel<T, true>(xr, panel, kl, o, NB, kc == 0, ca, pf, npf);
+          micro_kernel<T, true, kPanel>(xr, panel, kl, o, ldb, kc == 0, ca, pf, npf);
         } else {
-          micro_kernel<T, false>(xr, panel, kl, o, NB, kc == 0, CostArgs<T>{}, pf, npf);
+          micro_kernel<T, false>(xr, panel, kl, o, ldb, kc == 0, CostArgs<T>{}, pf, npf);
         }
       };
       // One depth block (d <= KC): each y panel stays in L1 while all row groups
@@ -527,17 +532,24 @@ void lse_sqeuclidean_rows(const T* x, const T* yp, const T* yy, const T* hp, T s
     }
     // Pass 2 of each row's log-sum-exp over the tile.
     for (int64_t r = 0; r < rows; ++r) {
-      const T* row = buf + r * NB;
+      const T* row = buf + r * ldb + (kPanel ? jt : 0);
       const T Mc = simd::hmax<T>(vmax[r]);
       const T Mn = Mc > lse[r].M ? Mc : lse[r].M;
       const V sh = S::set1(shift_of(Mn));
+      // The exponent at column j: stored, or (kPanel) recomputed from the
+      // stored cost by the epilogue's own operation, so bit for bit the same.
+      const V vs = S::set1(s);
+      auto v_at = [&](int64_t j) {
+        if constexpr (kPanel) return S::fnmadd(vs, S::load(row + j), S::load(hp + jt + j));
+        return S::load(row + j);
+      };
       V s0 = S::zero(), s1 = S::zero();
       int64_t j = 0;
       for (; j + 2 * L <= nb; j += 2 * L) {
-        s0 = simd::add_exp<T>(s0, S::sub(S::load(row + j), sh));
-        s1 = simd::add_exp<T>(s1, S::sub(S::load(row + j + L), sh));
+        s0 = simd::add_exp<T>(s0, S::sub(v_at(j), sh));
+        s1 = simd::add_exp<T>(s1, S::sub(v_at(j + L), sh));
       }
-      if (j < nb) s0 = simd::add_exp<T>(s0, S::sub(S::load(row + j), sh));
+      if (j < nb) s0 = simd::add_exp<T>(s0, S::sub(v_at(j), sh));
       lse[r].add(Mn, simd::hsum<T>(S::add(s0, s1)));
     }
   }
@@ -571,6 +583,221 @@ void lse_sqeuclidean_impl(const T* x, const T* y, const T* h, const T* scale, in
   });
 }
 
+// ---------------------------------------------------------------------------
+// The fused Sinkhorn step (softmin.h): one pass over the cost computes both
+// c-transforms. Rows are taken in blocks of R whose costs sit in a panel
+// that fits in L2 (dense: the rows of C themselves; online: a per-worker
+// buffer the micro-kernel fills): first each row's log-sum-exp S_i (against
+// hg), which gives f_i and so hf_i = log a_i + sg f_i; then, from the cached
+// panel, the block's terms of every column's log-sum-exp (against hf) are
+// folded into running per-column accumulators. Blocks are grouped: a group
+// is a run of consecutive blocks with its own accumulators, processed in
+// order by one thread; the groups' accumulators are merged in group order at
+// the end. The grouping depends only on (n, m), so results do not depend on
+// the number of threads.
+
+constexpr int64_t kGroupsPerProblem = 16;  // column-accumulator groups (parallelism for B = 1)
+
+// Running per-column log-sum-exp of one group: max M and the sum relative to
+// shift_of(M) in two levels (MID over kMidBlocks blocks, then SUM), for
+// columns [0, mp), mp = m rounded up to whole vectors.
+template <typename T>
+struct ColAcc {
+  T* M;
+  T* SUM;
+  T* MID;
+  int64_t blocks;
+};
+
+// Folds rows [0, R) of the panel P (row stride ld) into acc:
+// v_ij = hf[i] - s P[i, j] for columns [0, m).
+template <typename T>
+void accumulate_cols(const T* P, int64_t ld, int64_t R, const T* hf, T s, int64_t m, ColAcc<T>& acc) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L;
+  constexpr int kG = 4;  // column vectors per sweep over the rows (their sums stay in registers)
+  const int64_t full = m / L, tail = m - full * L, nv = full + (tail > 0);
+  const V vs = S::set1(s), ninf = S::set1(-kInf<T>);
+  auto load = [&](const T* p, int64_t g) { return g < full ? S::loadu(p) : simd::load_partial(p, tail, T(0)); };
+  for (int64_t g0 = 0; g0 < nv; g0 += kG) {
+    const int q1 = static_cast<int>(std::min<int64_t>(kG, nv - g0));
+    V bm[kG], bs[kG], sh[kG];
+#pragma GCC unroll 4
+    for (int q = 0; q < kG; ++q) bm[q] = ninf, bs[q] = S::zero();
+    for (int64_t i = 0; i < R; ++i) {
+      const V hv = S::set1(hf[i]);
+      const T* c = P + i * ld + g0 * L;
+#pragma GCC unroll 4
+      for (int q = 0; q < kG; ++q)
+        if (q < q1) bm[q] = S::max(S::fnmadd(vs, load(c + q * L, g0 + q), hv), bm[q]);
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < kG; ++q) {
+      if (q >= q1) continue;
+      T* M = acc.M + (g0 + q) * L;
+      const V Mo = S::load(M), Mn = S::max(bm[q], Mo);
+      sh[q] = S::select_eq(Mn, ninf, S::zero(), Mn);
+      if (S::any_gt(Mn, Mo)) {  // rescale the sums to the new shift (M = -inf: factor 0)
+        const V fac = simd::exp<T>(S::sub(Mo, sh[q]));
+        T* SUM = acc.SUM + (g0 + q) * L;
+        T* MID = acc.MID + (g0 + q) * L;
+        S::store(SUM, S::mul(S::load(SUM), fac));
+        S::store(MID, S::mul(S::load(MID), fac));
+        S::store(M, Mn);
+      }
+    }
+    for (int64_t i = 0; i < R; ++i) {
+      const V hv = S::set1(hf[i]);
+      const T* c = P + i * ld + g0 * L;
+#pragma GCC unroll 4
+      for (int q = 0; q < kG; ++q)
+        if (q < q1) bs[q] = simd::add_exp<T>(bs[q], S::sub(S::fnmadd(vs, load(c + q * L, g0 + q), hv), sh[q]));
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < kG; ++q)
+      if (q < q1) S::store(acc.MID + (g0 + q) * L, S::add(S::load(acc.MID + (g0 + q) * L), bs[q]));
+  }
+  if (++acc.blocks == kMidBlocks) {
+    for (int64_t g = 0; g < nv; ++g)
+      S::store(acc.SUM + g * L, S::add(S::load(acc.SUM + g * L), S::load(acc.MID + g * L))),
+          S::store(acc.MID + g * L, S::zero());
+    acc.blocks = 0;
+  }
+}
+
+// out[j] = log sum over the G groups (in order) of their column sums, for the
+// vectors of columns [v0, v1); group k's arrays at M + k * stride etc.
+template <typename T>
+void merge_cols(const T* M, const T* SUM, const T* MID, int64_t G, int64_t stride, int64_t m, int64_t v0,
+                int64_t v1, T* out) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L;
+  const V ninf = S::set1(-kInf<T>);
+  for (int64_t g = v0; g < v1; ++g) {
+    V Mt = ninf;
+    for (int64_t k = 0; k < G; ++k) Mt = S::max(S::load(M + k * stride + g * L), Mt);
+    const V sh = S::select_eq(Mt, ninf, S::zero(), Mt);
+    V total = S::zero();
+    for (int64_t k = 0; k < G; ++k) {
+      const V Mk = S::load(M + k * stride + g * L);
+      const V part = S::add(S::load(SUM + k * stride + g * L), S::load(MID + k * stride + g * L));
+      // A group with M = -inf has no nonzero term (its sum is 0, or NaN, which stays).
+      total = S::fmadd(part, simd::exp<T>(S::sub(S::select_eq(Mk, ninf, sh, Mk), sh)), total);
+    }
+    alignas(64) T shv[L], tv[L];
+    S::store(shv, sh);
+    S::store(tv, total);
+    const int64_t cnt = std::min<int64_t>(L, m - g * L);
+    for (int64_t l = 0; l < cnt; ++l) out[g * L + l] = shv[l] + std::log(tv[l]);
+  }
+}
+
+// The fused step's driver. row_block(b, i0, i1, w) computes S[b, i0:i1) and
+// returns the block's cost panel (rows i0..i1, row stride ld).
+template <typename T, typename RowBlock>
+void fused_step(int64_t B, int64_t n, int64_t m, int64_t R, const StepArgs<T>& a, T* S, T* Tout, int n_threads,
+                int64_t work, RowBlock&& row_block) {
+  constexpr int L = Simd<T>::L;
+  Buf<int64_t> act(B);  // the active problems (not std::vector: see Buf)
+  int64_t nact = 0;
+  for (int64_t b = 0; b < B; ++b)
+    if (!a.active || a.active[b]) act.p[nact++] = b;
+  if (nact == 0) return;
+  if (m == 0 || n == 0) {
+    for (int64_t k = 0; k < nact; ++k) {
+      const int64_t b = act.p[k];
+      for (int64_t i = 0; i < n; ++i) S[b * n + i] = -kInf<T>;
+      for (int64_t j = 0; j < m; ++j) Tout[b * m + j] = -kInf<T>;
+    }
+    return;
+  }
+  const int64_t blocks = ceil_div(n, R);
+  const int64_t per_group = std::max<int64_t>(1, blocks / kGroupsPerProblem);
+  const int64_t G = ceil_div(blocks, per_group);
+  const int64_t mp = ceil_div(m, L) * L;
+  n_threads = threads_for(work / B * nact, n_threads);
+  // Accumulators: per active problem, G groups x {M, SUM, MID} x mp.
+  Buf<T> acc(nact * G * 3 * mp);
+  parallel_for(nact * G, n_threads, [&](int64_t t, int w) {
+    const int64_t k = t / G, grp = t % G, b = act.p[k];
+    T* base = acc.p + (k * G + grp) * 3 * mp;
+    ColAcc<T> ca{base, base + mp, base + 2 * mp, 0};
+    for (int64_t j = 0; j < mp; ++j) ca.M[j] = -kInf<T>, ca.SUM[j] = 0, ca.MID[j] = 0;
+    alignas(64) T hf[256];
+    for (int64_t blk = grp * per_group; blk < std::min(blocks, (grp + 1) * per_group); ++blk) {
+      const int64_t i0 = blk * R, i1 = std::min(n, i0 + R);
+      int64_t ld = 0;
+      const T* P = row_block(b, i0, i1, w, ld);
+      const T coef = a.coef[b], sg = a.sg[b];
+      for (int64_t i = i0; i < i1; ++i) {
+        T f = coef * S[b * n + i];
+        if (a.cap) f = std::min(f, a.cap[b * n + i]);
+        hf[i - i0] = a.log_a[b * n + i] + sg * f;
+      }
+      accumulate_cols<T>(P, ld, i1 - i0, hf, sg, m, ca);
+    }
+  });
+  // Merge the groups, in chunks of columns.
+  constexpr int64_t kMergeVectors = 64;
+  const int64_t nv = mp / L, chunks = ceil_div(nv, kMergeVectors);
+  parallel_for(nact * chunks, threads_for(nact * G * mp * 4, n_threads), [&](int64_t t, int) {
+    const int64_t k = t / chunks, v0 = (t % chunks) * kMergeVectors, b = act.p[k];
+    const T* base = acc.p + k * G * 3 * mp;
+    merge_cols<T>(base, base + mp, base + 2 * mp, G, 3 * mp, m, v0, std::min(nv, v0 + kMergeVectors),
+                  Tout + b * m);
+  });
+}
+
+template <typename T>
+void sinkhorn_step_dense_impl(const T* C, const StepArgs<T>& a, int64_t B, int64_t n, int64_t m, T* S, T* Tout,
+                              int n_threads) {
+  // Rows per block: a panel of about kDensePanelBytes (it stays in L2 between the two uses).
+  constexpr int64_t kDensePanelBytes = 256 << 10;
+  const int64_t R = std::max<int64_t>(1, std::min<int64_t>(256, kDensePanelBytes / (std::max<int64_t>(m, 1) * sizeof(T))));
+  fused_step<T>(B, n, m, R, a, S, Tout, n_threads, B * n * m,
+                [&](int64_t b, int64_t i0, int64_t i1, int, int64_t& ld) {
+                  lse_dense_rows<T>(C + b * n * m, a.hg + b * m, a.sf[b], m, i0, i1, S + b * n);
+                  ld = m;
+                  return C + b * n * m + i0 * m;
+                });
+}
+
+template <typename T>
+void sinkhorn_step_sqeuclidean_impl(const T* x, const T* y, const StepArgs<T>& a, int64_t B, int64_t n, int64_t m,
+                                    int64_t d, T* S, T* Tout, int n_threads) {
+  using Tl = Tiles<T>;
+  constexpr int NR = Tl::NR, MR = Tl::MR;
+  if (B == 0) return;
+  const int64_t panels = ceil_div(m, NR);
+  const int64_t m_pad = std::max<int64_t>(1, panels) * NR;
+  // Rows per block: whole micro-tiles, a panel of at most kOnlinePanelBytes, at most MB.
+  constexpr int64_t kOnlinePanelBytes = 1 << 20;
+  const int64_t R = std::max<int64_t>(MR, std::min<int64_t>(Tl::MB, kOnlinePanelBytes / (m_pad * sizeof(T))) / MR * MR);
+  Buf<T> yp(B * m_pad * d), yy(B * m_pad), hp(B * m_pad);
+  constexpr int64_t kPanelsPerTask = 16;
+  const int64_t ptasks = std::max<int64_t>(1, ceil_div(panels, kPanelsPerTask));
+  const int pack_threads = threads_for(B * m * d * 4, n_threads);
+  parallel_for(B * ptasks, pack_threads, [&](int64_t t, int) {
+    const int64_t b = t / ptasks, p0 = (t % ptasks) * kPanelsPerTask;
+    const int64_t p1 = std::min(panels, p0 + kPanelsPerTask);
+    if (a.active && !a.active[b]) return;
+    pack_y<T>(y + b * m * d, a.hg + b * m, m, d, p0, p1, yp.p + b * m_pad * d, yy.p + b * m_pad, hp.p + b * m_pad);
+  });
+  const int64_t work = B * n * m * (1 + d / 16);
+  const int workers = n_workers(B * kGroupsPerProblem, threads_for(work, n_threads));
+  Buf<T> panel(static_cast<int64_t>(workers) * ceil_div(R, MR) * MR * m_pad);
+  fused_step<T>(B, n, m, R, a, S, Tout, n_threads, work,
+                [&](int64_t b, int64_t i0, int64_t i1, int w, int64_t& ld) {
+                  T* buf = panel.p + static_cast<int64_t>(w) * ceil_div(R, MR) * MR * m_pad;
+                  lse_sqeuclidean_rows<T, true>(x + b * n * d, yp.p + b * m_pad * d, yy.p + b * m_pad,
+                                                hp.p + b * m_pad, a.sf[b], m_pad, d, i0, i1, S + b * n, buf);
+                  ld = m_pad;
+                  return static_cast<const T*>(buf);
+                });
+}
+
 }  // namespace
 
 template <typename T>
@@ -583,6 +810,18 @@ template <typename T>
 void lse_sqeuclidean(const T* x, const T* y, const T* h, const T* scale, int64_t B, int64_t n, int64_t m,
                      int64_t d, T* out, int n_threads) {
   lse_sqeuclidean_impl<T>(x, y, h, scale, B, n, m, d, out, n_threads);
+}
+
+template <typename T>
+void sinkhorn_step_dense(const T* C, const StepArgs<T>& a, int64_t B, int64_t n, int64_t m, T* S, T* Tout,
+                         int n_threads) {
+  sinkhorn_step_dense_impl<T>(C, a, B, n, m, S, Tout, n_threads);
+}
+
+template <typename T>
+void sinkhorn_step_sqeuclidean(const T* x, const T* y, const StepArgs<T>& a, int64_t B, int64_t n, int64_t m,
+                               int64_t d, T* S, T* Tout, int n_threads) {
+  sinkhorn_step_sqeuclidean_impl<T>(x, y, a, B, n, m, d, S, Tout, n_threads);
 }
 
 template <typename T>
@@ -608,6 +847,14 @@ template void lse_sqeuclidean<float>(const float*, const float*, const float*, c
                                      int64_t, int64_t, float*, int);
 template void lse_sqeuclidean<double>(const double*, const double*, const double*, const double*, int64_t,
                                       int64_t, int64_t, int64_t, double*, int);
+template void sinkhorn_step_dense<float>(const float*, const StepArgs<float>&, int64_t, int64_t, int64_t, float*,
+                                         float*, int);
+template void sinkhorn_step_dense<double>(const double*, const StepArgs<double>&, int64_t, int64_t, int64_t,
+                                          double*, double*, int);
+template void sinkhorn_step_sqeuclidean<float>(const float*, const float*, const StepArgs<float>&, int64_t, int64_t,
+                                               int64_t, int64_t, float*, float*, int);
+template void sinkhorn_step_sqeuclidean<double>(const double*, const double*, const StepArgs<double>&, int64_t,
+                                                int64_t, int64_t, int64_t, double*, double*, int);
 template void exp_approx<float>(const float*, int64_t, float*, bool);
 template void exp_approx<double>(const double*, int64_t, double*, bool);
 

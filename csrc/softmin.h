@@ -44,6 +44,36 @@ template <typename T>
 void lse_dense(const T* C, const T* h, const T* scale, int64_t B, int64_t n, int64_t m, bool transpose,
                T* out, int n_threads, const std::string& isa = "auto");
 
+// The fused Sinkhorn step: both c-transforms in one pass over the cost.
+//   S[b, i] = LSE_j (hg[b, j] - sf[b] C[b, i, j])
+//   f[b, i] = min(coef[b] S[b, i], cap[b, i])          (no cap: coef[b] S[b, i])
+//   T[b, j] = LSE_i (log_a[b, i] + sg[b] f[b, i] - sg[b] C[b, i, j])
+// i.e. the row update from hg and, from the f it gives, the next column
+// update (scales sf, sg may differ: epsilon scaling). Problems with
+// active[b] == 0 are skipped (their S and T rows are not written); active
+// may be null (all active). Shapes as the other kernels; cap (B, n) may be
+// null. Same conventions for -inf / +inf / NaN as lse_dense; results do not
+// depend on n_threads. T's sums are grouped differently from
+// lse_dense(transpose = true), so they may differ from it in the last bits.
+template <typename T>
+struct StepArgs {
+  const T* hg;              // (B, m)
+  const T* sf;              // (B,) scale of the row update
+  const T* log_a;           // (B, n)
+  const T* coef;            // (B,) f = coef * S (-tau_a * epsilon)
+  const T* cap;             // (B, n) or null: f = min(coef * S, cap)
+  const T* sg;              // (B,) scale of the column update
+  const uint8_t* active;    // (B,) or null
+};
+
+template <typename T>
+void sinkhorn_step_dense(const T* C, const StepArgs<T>& a, int64_t B, int64_t n, int64_t m, T* S, T* Tout,
+                         int n_threads, const std::string& isa = "auto");
+
+template <typename T>
+void sinkhorn_step_sqeuclidean(const T* x, const T* y, const StepArgs<T>& a, int64_t B, int64_t n, int64_t m,
+                               int64_t d, T* S, T* Tout, int n_threads, const std::string& isa = "auto");
+
 template <typename T>
 void lse_sqeuclidean(const T* x, const T* y, const T* h, const T* scale, int64_t B, int64_t n, int64_t m,
                      int64_t d, T* out, int n_threads, const std::string& isa = "auto");
@@ -64,6 +94,12 @@ std::string softmin_isa(const std::string& isa);
   template <typename T>                                                                               \
   void lse_sqeuclidean(const T* x, const T* y, const T* h, const T* scale, int64_t B, int64_t n,      \
                        int64_t m, int64_t d, T* out, int n_threads);                                  \
+  template <typename T>                                                                               \
+  void sinkhorn_step_dense(const T* C, const StepArgs<T>& a, int64_t B, int64_t n, int64_t m, T* S,   \
+                           T* Tout, int n_threads);                                                   \
+  template <typename T>                                                                               \
+  void sinkhorn_step_sqeuclidean(const T* x, const T* y, const StepArgs<T>& a, int64_t B, int64_t n,  \
+                                 int64_t m, int64_t d, T* S, T* Tout, int n_threads);                 \
   template <typename T>                                                                               \
   void exp_approx(const T* x, int64_t count, T* out, bool full_range);                                \
   }

@@ -69,6 +69,18 @@ void lse_sqeuclidean(const T* x, const T* y, const T* h, const T* scale, int64_t
 }
 
 template <typename T>
+void sinkhorn_step_dense(const T* C, const StepArgs<T>& a, int64_t B, int64_t n, int64_t m, T* S, T* Tout,
+                         int n_threads, const std::string& isa) {
+  FASTOT_SOFTMIN_DISPATCH(sinkhorn_step_dense<T>, C, a, B, n, m, S, Tout, n_threads)
+}
+
+template <typename T>
+void sinkhorn_step_sqeuclidean(const T* x, const T* y, const StepArgs<T>& a, int64_t B, int64_t n, int64_t m,
+                               int64_t d, T* S, T* Tout, int n_threads, const std::string& isa) {
+  FASTOT_SOFTMIN_DISPATCH(sinkhorn_step_sqeuclidean<T>, x, y, a, B, n, m, d, S, Tout, n_threads)
+}
+
+template <typename T>
 void exp_approx(const T* x, int64_t count, T* out, bool full_range, const std::string& isa) {
   FASTOT_SOFTMIN_DISPATCH(exp_approx<T>, x, count, out, full_range)
 }
@@ -85,6 +97,15 @@ template void lse_sqeuclidean<float>(const float*, const float*, const float*, c
                                      int64_t, int64_t, float*, int, const std::string&);
 template void lse_sqeuclidean<double>(const double*, const double*, const double*, const double*, int64_t,
                                       int64_t, int64_t, int64_t, double*, int, const std::string&);
+template void sinkhorn_step_dense<float>(const float*, const StepArgs<float>&, int64_t, int64_t, int64_t, float*,
+                                         float*, int, const std::string&);
+template void sinkhorn_step_dense<double>(const double*, const StepArgs<double>&, int64_t, int64_t, int64_t,
+                                          double*, double*, int, const std::string&);
+template void sinkhorn_step_sqeuclidean<float>(const float*, const float*, const StepArgs<float>&, int64_t, int64_t,
+                                               int64_t, int64_t, float*, float*, int, const std::string&);
+template void sinkhorn_step_sqeuclidean<double>(const double*, const double*, const StepArgs<double>&, int64_t,
+                                                int64_t, int64_t, int64_t, double*, double*, int,
+                                                const std::string&);
 template void exp_approx<float>(const float*, int64_t, float*, bool, const std::string&);
 template void exp_approx<double>(const double*, int64_t, double*, bool, const std::string&);
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import torch
 
-from .ops.softmin import lse, lse_dense, lse_dense_impl, lse_sqeuclidean, lse_sqeuclidean_impl
+from . import _C
+from .ops.softmin import lse, lse_dense, lse_dense_impl, lse_sqeuclidean, lse_sqeuclidean_impl, num_threads
 
 __all__ = ["DenseGeometry", "Geometry", "PointCloudGeometry"]
 
@@ -37,6 +38,29 @@ class Geometry:
     def lse_cols(self, h: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def step(
+        self,
+        hg: torch.Tensor,
+        sf: torch.Tensor,
+        log_a: torch.Tensor,
+        coef: torch.Tensor,
+        sg: torch.Tensor,
+        cap: torch.Tensor | None = None,
+        active: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One Sinkhorn step: the row c-transform and, from the ``f`` it gives, the next column one.
+
+        ``S = lse_rows(hg, sf)`` ``(B, n)``; ``f = min(coef * S, cap)`` (``coef (B,)``, ``cap (B, n)``
+        or ``None``); ``T = lse_cols(log_a + sg * f, sg)`` ``(B, m)``. Returns ``(S, T)``; rows of
+        problems with ``active[b] == False`` are unspecified. On CPU one pass over the cost computes
+        both (``_C.sinkhorn_step_*``); elsewhere the two reductions run one after the other.
+        """
+        S = self.lse_rows(hg, sf)
+        f = coef[:, None] * S
+        if cap is not None:
+            f = torch.minimum(f, cap)
+        return S, self.lse_cols(log_a + sg[:, None] * f, sg)
+
     def plan(self, hr: torch.Tensor, hc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """``(B, n, m)`` dense plan ``exp(hr_i + hc_j - scale * C_ij)``."""
         raise NotImplementedError
@@ -54,6 +78,27 @@ class Geometry:
     def cost_dot(self, hr: torch.Tensor, hc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """``(B,)`` linear cost ``<P, C>`` of the plan (0 * inf counts as 0)."""
         raise NotImplementedError
+
+
+def _np(t: torch.Tensor | None):
+    return None if t is None else t.detach().contiguous().numpy()
+
+
+def _step_cpu(kernel, operands, hg, sf, log_a, coef, sg, cap, active, work: int):
+    """Runs a fused C++ step kernel on CPU tensors (see :meth:`Geometry.step`)."""
+    act = None if active is None else _np(active.to(torch.uint8))
+    S, T = kernel(
+        *(_np(t) for t in operands),
+        _np(hg),
+        _np(sf),
+        _np(log_a),
+        _np(coef),
+        _np(sg),
+        cap=_np(cap),
+        active=act,
+        num_threads=num_threads(work),
+    )
+    return torch.from_numpy(S), torch.from_numpy(T)
 
 
 def _plan_block(log_kernel: torch.Tensor) -> torch.Tensor:
@@ -79,6 +124,13 @@ class DenseGeometry(Geometry):
     def lse_cols(self, h, scale):
         return lse(lse_dense, lse_dense_impl, self.C, h.contiguous(), scale.contiguous(), True)
 
+    def step(self, hg, sf, log_a, coef, sg, cap=None, active=None):
+        if self.device.type != "cpu":
+            return super().step(hg, sf, log_a, coef, sg, cap, active)
+        return _step_cpu(
+            _C.sinkhorn_step_dense, (self.C,), hg, sf, log_a, coef, sg, cap, active, self.C.numel()
+        )
+
     def plan(self, hr, hc, scale):
         return _plan_block(self._log_kernel(hr, hc, scale))
 
@@ -89,9 +141,17 @@ class DenseGeometry(Geometry):
         return self.plan(hr, hc, scale).transpose(1, 2) @ u
 
     def cost_dot(self, hr, hc, scale):
-        P = self.plan(hr, hc, scale)
-        # Forbidden pairs carry P = 0 and C = inf: their product counts as 0.
-        return torch.where(P > 0, P * self.C, 0).sum((1, 2))
+        # Eager: blocks of rows (at most ~2^22 entries over the batch), a few MB of temporaries, not
+        # n x m. Compiled: one block (the compiler fuses it; a shape-dependent loop would recompile).
+        rows = self.n if torch.compiler.is_compiling() else max(1, (1 << 22) // max(1, self.batch * self.m))
+        total = torch.zeros(self.batch, dtype=self.dtype, device=self.device)
+        for start in range(0, self.n, rows):
+            sl = slice(start, min(start + rows, self.n))
+            C = self.C[:, sl]
+            P = _plan_block(hr[:, sl, None] + hc[:, None, :] - scale[:, None, None] * C)
+            # Forbidden pairs carry P = 0 and C = inf: their product counts as 0.
+            total = total + torch.where(P > 0, P * C, 0).sum((1, 2))
+        return total
 
 
 class PointCloudGeometry(Geometry):
@@ -130,6 +190,14 @@ class PointCloudGeometry(Geometry):
 
     def lse_cols(self, h, scale):
         return lse(lse_sqeuclidean, lse_sqeuclidean_impl, self.y, self.x, h.contiguous(), scale.contiguous())
+
+    def step(self, hg, sf, log_a, coef, sg, cap=None, active=None):
+        if self.device.type != "cpu":
+            return super().step(hg, sf, log_a, coef, sg, cap, active)
+        work = self.batch * self.n * self.m * self.x.shape[2]
+        return _step_cpu(
+            _C.sinkhorn_step_sqeuclidean, (self.x, self.y), hg, sf, log_a, coef, sg, cap, active, work
+        )
 
     def plan(self, hr, hc, scale):
         C = self._cost(self.x, self.x2, self.y, self.y2)

@@ -10,7 +10,8 @@ import torch
 from .costs import cost_matrix
 from .geometry import DenseGeometry, Geometry, PointCloudGeometry
 from .outputs import SinkhornOutput
-from .solvers.sinkhorn import sinkhorn_loop
+from .ops import sinkhorn as _sinkhorn_ops
+from .solvers.sinkhorn import SinkhornState
 
 __all__ = ["sinkhorn"]
 
@@ -228,21 +229,20 @@ def sinkhorn(
 
     with torch.no_grad():
         log_a, log_b = a_full.detach().log(), b_full.detach().log()
-        state = sinkhorn_loop(
-            geom,
-            log_a,
-            log_b,
-            epsilon=eps,
-            reg_m=reg_pair,
-            max_iter=max_iter,
-            tol=tol,
-            check_every=check_every,
-            epsilon_init=eps0,
-            epsilon_decay=epsilon_decay,
-            f0=f0,
-            g0=g0,
-            mass=mass_t,
-        )
+        # The whole solve is one op (see fastot.ops.sinkhorn): one node in a compiled graph; in eager
+        # mode its body is called directly (the same code, minus the dispatcher).
+        options = (log_a, log_b, eps, eps0, f0, g0, mass_t, *reg_pair, max_iter, tol, check_every,
+                   float(epsilon_decay))  # fmt: skip
+        compiling = torch.compiler.is_compiling()
+        if isinstance(geom, PointCloudGeometry):
+            solve = (
+                _sinkhorn_ops.sinkhorn_sqeuclidean if compiling else _sinkhorn_ops.sinkhorn_sqeuclidean_impl
+            )
+            f, g, n_iter, converged, error = solve(geom.x, geom.y, *options)
+        else:
+            solve = _sinkhorn_ops.sinkhorn_dense if compiling else _sinkhorn_ops.sinkhorn_dense_impl
+            f, g, n_iter, converged, error = solve(geom.C, *options)
+        state = SinkhornState(f=f, g=g, n_iter=n_iter, converged=converged, error=error)
         hr = log_a + state.f / eps[:, None]
         hc = log_b + state.g / eps[:, None]
         value = geom.cost_dot(hr, hc, 1.0 / eps)

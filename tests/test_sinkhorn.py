@@ -333,3 +333,59 @@ def test_online_fixed_iterations_compile(rng):
         got, want = compiled(x, y), loss(x, y)
         torch.testing.assert_close(got[0], want[0])
         torch.testing.assert_close(got[1], want[1])
+
+
+@pytest.mark.parametrize("mode", ["dense", "online"])
+def test_converging_solve_compiles_as_one_graph(rng, mode):
+    """With a tol (convergence flags read on the host), the whole solve is one op: fullgraph, dynamic
+    batch, compiled once, the same results as eager."""
+
+    def run(x, y):
+        out = fastot.sinkhorn(x, y, epsilon=0.3, tol=1e-9, max_iter=3000, check_every=5, mode=mode)
+        return out.value, out.f, out.n_iter, out.converged
+
+    from torch._dynamo.testing import CompileCounter
+
+    counter = CompileCounter()
+    compiled = torch.compile(run, fullgraph=True, dynamic=True, backend=counter)
+    for B in (2, 3):
+        x = T(rng.standard_normal((B, 7, 4)))
+        y = T(rng.standard_normal((B, 6, 4)))
+        got, want = compiled(x, y), run(x, y)
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w)
+        assert bool(got[3].all())
+    assert counter.frame_count == 1
+
+
+@pytest.mark.parametrize("reg_m", [None, 2.0])
+def test_reported_error_is_that_of_the_returned_plan(rng, reg_m):
+    """Balanced: ``error`` is the L1 column-marginal error of the plan returned (rows exact)."""
+    n, m = 12, 9
+    M = rng.uniform(0.0, 1.0, (2, n, m))
+    a, b = simplex(rng, n), simplex(rng, m)
+    out = fastot.sinkhorn(
+        cost=T(M), a=T(a), b=T(b), epsilon=0.05, reg_m=reg_m, tol=1e-5, max_iter=10000, check_every=7
+    )
+    assert bool(out.converged.all())
+    assert (out.n_iter % 7 == 0).all()
+    if reg_m is None:
+        P = out.plan()
+        torch.testing.assert_close(P.sum(-1), T(a).expand(2, n), atol=1e-13, rtol=0)
+        torch.testing.assert_close(out.error, (P.sum(-2) - T(b)).abs().sum(-1), atol=1e-13, rtol=0)
+        assert (out.error <= 1e-5).all()
+    else:
+        # Unbalanced: the change of the potentials over the last iteration, divided by epsilon.
+        # One more iteration from the returned potentials changes them by less (a contraction).
+        more = fastot.sinkhorn(cost=T(M), a=T(a), b=T(b), epsilon=0.05, reg_m=reg_m, tol=None, max_iter=1,
+                               f_init=out.f, g_init=out.g)  # fmt: skip
+        assert float(((more.f - out.f).abs().amax(-1) / 0.05).max()) <= 1e-5 * 1.5
+
+
+def test_epsilon_scaling_stops_only_at_final_epsilon(rng):
+    M = rng.uniform(0.0, 1.0, (10, 8))
+    out = fastot.sinkhorn(cost=T(M), epsilon=0.01, epsilon_init=1.0, epsilon_decay=0.5, tol=1e-6, max_iter=5000,
+                          check_every=1)  # fmt: skip
+    ref = fastot.sinkhorn(cost=T(M), epsilon=0.01, tol=1e-12, max_iter=50000)
+    assert bool(out.converged) and int(out.n_iter) > 7  # 1 * 0.5^7 > 0.01: at least 8 iterations
+    torch.testing.assert_close(out.plan(), ref.plan(), atol=1e-5, rtol=0)

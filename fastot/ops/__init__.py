@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 
 from .assignment import sample_inputs_linear_sum_assignment, sample_inputs_solve_assignment
+from .sinkhorn import sample_inputs_sinkhorn_dense, sample_inputs_sinkhorn_sqeuclidean
 from .softmin import sample_inputs_lse_dense, sample_inputs_lse_sqeuclidean
 
 __all__ = ["OPS"]
@@ -20,4 +21,6 @@ OPS: list[tuple[torch._ops.OpOverload, Callable[..., list[tuple[tuple, dict]]]]]
     (torch.ops.fastot.solve_assignment.default, sample_inputs_solve_assignment),
     (torch.ops.fastot.lse_dense.default, sample_inputs_lse_dense),
     (torch.ops.fastot.lse_sqeuclidean.default, sample_inputs_lse_sqeuclidean),
+    (torch.ops.fastot.sinkhorn_dense.default, sample_inputs_sinkhorn_dense),
+    (torch.ops.fastot.sinkhorn_sqeuclidean.default, sample_inputs_sinkhorn_sqeuclidean),
 ]

@@ -31,16 +31,20 @@ __all__ = [
     "lse_dense_impl",
     "lse_sqeuclidean",
     "lse_sqeuclidean_impl",
+    "num_threads",
     "sample_inputs_lse_dense",
     "sample_inputs_lse_sqeuclidean",
 ]
 
 
+def num_threads(work: int) -> int:
+    """Threads for a CPU kernel call doing ``work`` (~ cost entries): ``torch.get_num_threads()``, or 1
+    for small calls (starting a thread costs tens of microseconds; the kernels also cap it by work)."""
+    return 1 if work < (1 << 16) else max(1, torch.get_num_threads())
+
+
 def _threads(rows: int, entries: int) -> int:
-    # Starting threads costs tens of microseconds: worth it only for enough work.
-    if entries < (1 << 16):
-        return 1
-    return max(1, min(torch.get_num_threads(), rows))
+    return max(1, min(num_threads(entries), rows))
 
 
 def _np(t: torch.Tensor):

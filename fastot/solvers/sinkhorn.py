@@ -19,13 +19,15 @@ Bregman projections plus a mass step, with a scalar total-mass potential ``lam``
 (``fastot._ref.sinkhorn`` documents the correspondence with POT's iterates.) The loop never reads a cost:
 it only calls the geometry's ``lse_rows`` / ``lse_cols``.
 
-Stopping: every ``check_every`` iterations, the marginal error is measured and problems below ``tol``
-stop updating (each problem of a batch has its own flag; the loop ends when all have converged or at
-``max_iter``). Balanced: ``error = sum_i |(P 1)_i - a_i|`` (the column marginals are exact after the g
-``error = sum_j |(P^T 1)_j - b_j|`` of the plan at the start of the checked iteration (its row
-marginals are exact: ``f`` was updated last; the returned plan is one iteration further);
-unbalanced and partial: ``error = max |Δf|, |Δg|`` over the checked iteration, divided by ``eps``
-(the change of the log-scalings, POT's criterion up to its relative form).
+Each iteration after the first column update is one ``geom.step``: the rows of iteration ``k`` and,
+from the ``f`` they give, the columns of iteration ``k + 1`` (on CPU one pass over the cost computes
+both). Stopping: every ``check_every`` iterations, the error is measured and problems below ``tol``
+stop updating (each problem of a batch has its own flag, converged problems are skipped by the
+kernels; the loop ends when all have converged or at ``max_iter``). Balanced: ``error = sum_j
+|(P^T 1)_j - b_j|`` of the plan after the checked iteration, the plan returned if the loop stops there
+(its row marginals are exact: ``f`` was updated last); unbalanced and partial: ``error = max |Δf|,
+|Δg|`` over the checked iteration, divided by ``eps`` (the change of the log-scalings, POT's criterion
+up to its relative form).
 """
 
 from __future__ import annotations
@@ -95,37 +97,64 @@ def sinkhorn_loop(
     n_iter = torch.zeros(B, dtype=torch.int64, device=geom.device)
     error = torch.full((B,), math.inf, dtype=geom.dtype, device=geom.device)
     balanced = reg_m[0] is None and reg_m[1] is None and mass is None
-    if mass is not None:
-        # Partial: lam is the total-mass potential (kept inside f); the smallest value consistent with f.
-        eps_start = epsilon if epsilon_init is None else torch.maximum(epsilon, epsilon_init)
-        lam = (f + eps_start[:, None] * log_a).amax(1)
-        log_mass = mass.log()
-    for it in range(max_iter):
-        eps = epsilon if epsilon_init is None else torch.maximum(epsilon, epsilon_init * epsilon_decay**it)
-        scale = 1.0 / eps
-        tau_a, tau_b = _tau(reg_m[0], eps), _tau(reg_m[1], eps)
-        g_new = -tau_b * eps[:, None] * geom.lse_cols(log_a + f * scale[:, None], scale)
+
+    def eps_at(it: int) -> torch.Tensor:
+        return epsilon if epsilon_init is None else torch.maximum(epsilon, epsilon_init * epsilon_decay**it)
+
+    def col_update(T: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """``g`` from the column log-sum-exp ``T = LSE_i(log a_i + f_i / eps - C_ij / eps)``."""
+        g_new = -_tau(reg_m[1], eps) * eps[:, None] * T
         if mass is not None:  # column projection: P^T 1 <= b
             g_new = torch.minimum(g_new, -eps[:, None] * log_b)
-        last = it + 1 == max_iter
-        measure = last or (tol is not None and (it + 1) % check_every == 0)
-        if measure and balanced:
-            # Column marginals of the plan (f, g) before this update: b_j exp((g_j - g_new_j) / eps);
-            # its row marginals are exact (f was the last update).
-            col = torch.exp(log_b + (g - g_new) * scale[:, None])
-            error = (col - log_b.exp()).abs().sum(1)
-        S = geom.lse_rows(log_b + g_new * scale[:, None], scale)
-        f_new = -tau_a * eps[:, None] * S
+        return g_new
+
+    if mass is not None:
+        # Partial: lam is the total-mass potential (kept inside f); the smallest value consistent with f.
+        lam = (f + eps_at(0)[:, None] * log_a).amax(1)
+        log_mass = mass.log()
+    # Iteration 0's column update; afterwards each fused step computes the rows of iteration `it` and,
+    # from them, the columns of iteration `it + 1` (one pass over the cost for both on CPU).
+    eps = eps_at(0)
+    g_new = col_update(geom.lse_cols(log_a + f / eps[:, None], 1.0 / eps), eps)
+    for it in range(max_iter):
+        eps, eps_next = eps_at(it), eps_at(it + 1)
+        scale, scale_next = 1.0 / eps, 1.0 / eps_next
+        coef = -_tau(reg_m[0], eps) * eps[:, None]  # f = coef * S (before the partial projections)
+        coef = coef.expand(B, 1)[:, 0].contiguous()
+        cap = lam[:, None] - eps[:, None] * log_a if mass is not None else None  # row projection P 1 <= a
+        S, T = geom.step(
+            log_b + g_new * scale[:, None],
+            scale,
+            log_a,
+            coef,
+            scale_next,
+            cap,
+            None if tol is None else ~done,
+        )
+        f_new = coef[:, None] * S
+        if cap is not None:
+            f_new = torch.minimum(f_new, cap)
         if mass is not None:
-            # Row projection P 1 <= a, then the total mass: log sum P = LSE_i(log a_i + f_i / eps + S_i).
-            f_new = torch.minimum(f_new, lam[:, None] - eps[:, None] * log_a)
+            # The total mass: log sum P = LSE_i(log a_i + f_i / eps + S_i). Shifting f by d shifts T by
+            # d / eps_next (a constant inside the log-sum-exp).
             log_total = torch.logsumexp(log_a + f_new * scale[:, None] + S, dim=1)
             shift = eps * (log_mass - log_total)
             f_new = f_new + shift[:, None]
+            T = T + (shift * scale_next)[:, None]
             lam = torch.where(done, lam, lam + shift)
-        if measure and not balanced:
-            change = torch.maximum((f_new - f).abs().amax(1), (g_new - g).abs().amax(1))
-            error = change * scale
+        last = it + 1 == max_iter
+        measure = last or (tol is not None and (it + 1) % check_every == 0)
+        if measure:
+            if balanced:
+                # Column marginals of the plan (f_new, g_new): b_j exp(g_new_j / eps + T_j); its row
+                # marginals are exact (f was the last update). T is at eps_next: while epsilon is still
+                # being scaled down the error is not measured (inf).
+                col = torch.exp(log_b + g_new * scale[:, None] + T)
+                new_error = torch.where(eps_next == eps, (col - log_b.exp()).abs().sum(1), math.inf)
+            else:
+                change = torch.maximum((f_new - f).abs().amax(1), (g_new - g).abs().amax(1))
+                new_error = change * scale
+            error = torch.where(done, error, new_error)  # converged problems keep their last error
         keep = done[:, None]
         f = torch.where(keep, f, f_new)
         g = torch.where(keep, g, g_new)
@@ -136,4 +165,5 @@ def sinkhorn_loop(
             done = done | ((error <= tol) & at_final)
             if bool(done.all()):
                 break
+        g_new = col_update(T, eps_next)
     return SinkhornState(f=f, g=g, n_iter=n_iter, converged=done, error=error)
