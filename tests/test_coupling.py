@@ -396,6 +396,7 @@ def test_bad_conditions(torch_gen):
 @pytest.mark.parametrize("cond", ["none", "labels", "embeddings"])
 def test_training_step_compiles_fullgraph(torch_gen, method, cond):
     """A compiled flow-matching loss around couple(): one graph, same pairs as eager (fixed iterations)."""
+    torch._dynamo.reset()  # loss_fn's code object is shared by the parametrisations: fresh cache each
     opts = {"max_iter": 30} if method == "sinkhorn" else {}
 
     def loss_fn(x0, x1, y0, y1, w):
