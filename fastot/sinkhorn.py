@@ -9,8 +9,8 @@ import torch
 
 from .costs import cost_matrix
 from .geometry import DenseGeometry, Geometry, PointCloudGeometry
-from .outputs import SinkhornOutput
 from .ops import sinkhorn as _sinkhorn_ops
+from .outputs import SinkhornOutput
 from .solvers.sinkhorn import SinkhornState
 
 __all__ = ["sinkhorn"]

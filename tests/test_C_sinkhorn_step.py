@@ -112,7 +112,7 @@ def test_sqeuclidean_step_matches_composition(rng, isa, dtype, shape):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_zero_weights_and_forbidden_pairs(rng, dtype):
-    x, y, inputs, cap = make(rng, 2, 40, 300, 3, dtype, zero_weights=True)
+    x, y, inputs, _cap = make(rng, 2, 40, 300, 3, dtype, zero_weights=True)
     C = sqdist(x, y)
     C[:, 1, :7] = np.inf
     C[:, 3:9, 5] = np.inf
@@ -124,7 +124,7 @@ def test_zero_weights_and_forbidden_pairs(rng, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_inactive_problems_are_skipped(rng, dtype):
-    x, y, inputs, cap = make(rng, 4, 30, 50, 4, dtype)
+    x, y, inputs, _cap = make(rng, 4, 30, 50, 4, dtype)
     C = sqdist(x, y).astype(dtype)
     active = np.array([1, 0, 1, 0], dtype=np.uint8)
     for got in (
@@ -132,7 +132,7 @@ def test_inactive_problems_are_skipped(rng, dtype):
         _C.sinkhorn_step_sqeuclidean(x, y, **inputs, active=active),
     ):
         full = _C.sinkhorn_step_dense(C, **inputs)
-        for out, ref in zip(got, full):
+        for out, ref in zip(got, full, strict=True):
             assert np.isnan(out[active == 0]).all()
             np.testing.assert_allclose(
                 out[active == 1], ref[active == 1], rtol=1e-5 if dtype == np.float32 else 1e-12
@@ -146,7 +146,7 @@ def test_threads_identical(rng, dtype):
     for fn, args in ((_C.sinkhorn_step_dense, (C,)), (_C.sinkhorn_step_sqeuclidean, (x, y))):
         one = fn(*args, **inputs, num_threads=1)
         for k in (2, 3):
-            for a, b in zip(one, fn(*args, **inputs, num_threads=k)):
+            for a, b in zip(one, fn(*args, **inputs, num_threads=k), strict=True):
                 np.testing.assert_array_equal(a, b)
 
 

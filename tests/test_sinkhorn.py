@@ -352,7 +352,7 @@ def test_converging_solve_compiles_as_one_graph(rng, mode):
         x = T(rng.standard_normal((B, 7, 4)))
         y = T(rng.standard_normal((B, 6, 4)))
         got, want = compiled(x, y), run(x, y)
-        for g, w in zip(got, want):
+        for g, w in zip(got, want, strict=True):
             torch.testing.assert_close(g, w)
         assert bool(got[3].all())
     assert counter.frame_count == 1
@@ -384,8 +384,8 @@ def test_reported_error_is_that_of_the_returned_plan(rng, reg_m):
 
 def test_epsilon_scaling_stops_only_at_final_epsilon(rng):
     M = rng.uniform(0.0, 1.0, (10, 8))
-    out = fastot.sinkhorn(cost=T(M), epsilon=0.01, epsilon_init=1.0, epsilon_decay=0.5, tol=1e-6, max_iter=5000,
-                          check_every=1)  # fmt: skip
+    out = fastot.sinkhorn(cost=T(M), epsilon=0.01, epsilon_init=1.0, epsilon_decay=0.5, tol=1e-6,
+                          max_iter=5000, check_every=1)  # fmt: skip
     ref = fastot.sinkhorn(cost=T(M), epsilon=0.01, tol=1e-12, max_iter=50000)
     assert bool(out.converged) and int(out.n_iter) > 7  # 1 * 0.5^7 > 0.01: at least 8 iterations
     torch.testing.assert_close(out.plan(), ref.plan(), atol=1e-5, rtol=0)
