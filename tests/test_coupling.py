@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lsa_checks import cost_tol
 from scipy.optimize import linear_sum_assignment as scipy_lsa
 from scipy.spatial.distance import cdist
@@ -425,3 +427,254 @@ def test_training_step_compiles_fullgraph(torch_gen, method, cond):
             torch.testing.assert_close(j_c, j_e)
         else:
             assert j_c.shape == (n,) and 0 <= int(j_c.min()) and int(j_c.max()) < n
+
+
+# ------------------------------------------------------------------------- unbalanced, partial (vs POT)
+
+
+def test_unbalanced_plan_matches_pot(torch_gen):
+    ot = pytest.importorskip("ot")
+    n, m = 15, 11
+    x0 = torch.randn(n, 3, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(m, 3, generator=torch_gen, dtype=torch.float64) + 1
+    out = fastot.coupling.solve_coupling(x0, x1, method="unbalanced", reg_m=0.7, tol=1e-12, max_iter=20000)
+    M = sq_cost(x0, x1)
+    eps = 0.1 * double_centred_rms(M)
+    P_ref = ot.unbalanced.sinkhorn_unbalanced(
+        np.full(n, 1 / n), np.full(m, 1 / m), M, eps, 0.7, reg_type="kl", numItermax=20000, stopThr=1e-14
+    )
+    np.testing.assert_allclose(out.sinkhorn.plan().numpy(), P_ref, rtol=0, atol=1e-9)
+    # default reg_m: the cost scale s (scale-aware as epsilon)
+    out2 = fastot.coupling.solve_coupling(x0, x1, method="unbalanced", tol=1e-12, max_iter=20000)
+    P_ref2 = ot.unbalanced.sinkhorn_unbalanced(
+        np.full(n, 1 / n),
+        np.full(m, 1 / m),
+        M,
+        eps,
+        eps / 0.1,
+        reg_type="kl",
+        numItermax=20000,
+        stopThr=1e-14,
+    )
+    np.testing.assert_allclose(out2.sinkhorn.plan().numpy(), P_ref2, rtol=0, atol=1e-9)
+
+
+def test_partial_plan_matches_pot_and_batch_size(torch_gen):
+    ot = pytest.importorskip("ot")
+    n = 20
+    x0 = torch.randn(n, 2, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(n, 2, generator=torch_gen, dtype=torch.float64) + 0.5
+    out = fastot.coupling.solve_coupling(
+        x0, x1, method="partial", mass=0.6, batch_size=12, tol=1e-12, max_iter=20000, generator=torch_gen
+    )
+    M = sq_cost(x0, x1)
+    eps = 0.1 * double_centred_rms(M)
+    a = np.full(n, 1 / n)
+    P_ref = ot.partial.entropic_partial_wasserstein(a, a, M, eps, m=0.6, numItermax=20000, stopThr=1e-15)
+    np.testing.assert_allclose(out.sinkhorn.plan().numpy(), P_ref, rtol=0, atol=1e-9)
+    assert out.i.shape == (12,) and len(set(out.i.tolist())) == 12
+    np.testing.assert_array_equal(out.i.numpy(), np.sort(out.i.numpy()))
+
+
+# --------------------------------------------------------------------------------------- knn, BoMb-OT
+
+
+@pytest.mark.parametrize("cond", [None, "labels", "cosine"])
+def test_knn_picks_nearest_candidate(torch_gen, cond):
+    n1, k, d = 17, 5, 3
+    x1 = torch.randn(n1, d, generator=torch_gen, dtype=torch.float64)
+    x0 = torch.randn(n1 * k, d, generator=torch_gen, dtype=torch.float64)
+    y0 = y1 = None
+    w = 1.7
+    if cond == "labels":
+        y0 = torch.randint(0, 2, (n1 * k,), generator=torch_gen)
+        y1 = torch.randint(0, 2, (n1,), generator=torch_gen)
+    elif cond == "cosine":
+        y0 = torch.randn(n1 * k, 4, generator=torch_gen, dtype=torch.float64)
+        y1 = torch.randn(n1, 4, generator=torch_gen, dtype=torch.float64)
+    i, j = fastot.couple(x0, x1, y0, y1, method="knn", cond_weight=w if cond else None, cond_cost="auto")
+    if cond == "cosine":
+        i, j = fastot.couple(x0, x1, y0, y1, method="knn", cond_weight=w, cond_cost="cosine")
+    np.testing.assert_array_equal(j.numpy(), np.arange(n1))
+    if cond is None:
+        M = sq_cost(x0, x1)
+    elif cond == "labels":
+        M = label_cost(x0, x1, y0, y1, w)
+    else:
+        M = embedding_cost(x0, x1, y0, y1, w, "cosine")
+    for t in range(n1):
+        cands = np.arange(t * k, (t + 1) * k)
+        assert i[t].item() in cands
+        np.testing.assert_allclose(M[i[t].item(), t], M[cands, t].min(), rtol=1e-12)
+
+
+def test_knn_bad_sizes(torch_gen):
+    x1 = torch.randn(4, 2, generator=torch_gen)
+    with pytest.raises(ValueError, match="knn"):
+        fastot.couple(torch.randn(10, 2, generator=torch_gen), x1, method="knn")
+    with pytest.raises(ValueError, match="k="):
+        fastot.couple(torch.randn(12, 2, generator=torch_gen), x1, method="knn", k=2)
+
+
+def test_bomb_matches_brute_force(torch_gen):
+    """Outer exact OT over mini-batch pairs priced by their inner exact OT; inner couplings optimal."""
+    nb, s, d = 4, 6, 2
+    n = nb * s
+    x0 = torch.randn(n, d, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(n, d, generator=torch_gen, dtype=torch.float64) * 2 + 1
+    i, j = fastot.couple(x0, x1, method="bomb", minibatch_size=s)
+    np.testing.assert_array_equal(i.numpy(), np.arange(n))
+    np.testing.assert_array_equal(np.sort(j.numpy()), np.arange(n))
+    M = sq_cost(x0, x1)
+    inner = np.zeros((nb, nb))
+    for p in range(nb):
+        for q in range(nb):
+            blk = M[p * s : (p + 1) * s, q * s : (q + 1) * s]
+            r, c = scipy_lsa(blk)
+            inner[p, q] = blk[r, c].sum()
+    ro, co = scipy_lsa(inner)
+    np.testing.assert_allclose(M[i.numpy(), j.numpy()].sum(), inner[ro, co].sum(), rtol=1e-12)
+    # every sample of mini-batch p goes into one mini-batch of x1
+    blocks = (j.numpy() // s).reshape(nb, s)
+    assert (blocks == blocks[:, :1]).all()
+
+
+def test_bomb_needs_minibatch_size(torch_gen):
+    x = torch.randn(8, 2, generator=torch_gen)
+    with pytest.raises(ValueError, match="minibatch_size"):
+        fastot.couple(x, x, method="bomb")
+    with pytest.raises(ValueError, match="minibatch_size"):
+        fastot.couple(x, x, method="bomb", minibatch_size=3)
+
+
+# ------------------------------------------------------------------------ target_r, oversampling
+
+
+def c2ot_ratio(M: np.ndarray, C: np.ndarray, w: float) -> float:
+    return float(((M + w * C) <= np.diag(M)[:, None]).mean())
+
+
+@pytest.mark.parametrize("kind", ["cosine", "sqeuclidean"])
+def test_target_r_reaches_ratio(torch_gen, kind):
+    n = 120
+    x0 = torch.randn(n, 4, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(n, 4, generator=torch_gen, dtype=torch.float64)
+    e0 = torch.randn(n, 3, generator=torch_gen, dtype=torch.float64)
+    e1 = e0 + 0.3 * torch.randn(n, 3, generator=torch_gen, dtype=torch.float64)
+    out = fastot.coupling.solve_coupling(
+        x0, x1, e0, e1, cond_cost=kind, target_r=0.2, target_r_tol=0.01, max_weight_iter=30
+    )
+    M = sq_cost(x0, x1)
+    C = cdist(e0.numpy(), e1.numpy(), kind)
+    assert abs(c2ot_ratio(M, C, out.cond_weight) - 0.2) <= 0.01
+    assert abs(out.ratio - c2ot_ratio(M, C, out.cond_weight)) < 1e-12
+    # and the coupling is exact for that weight
+    assert_optimal_coupling(x0, x1, out.i, out.j, M=M + out.cond_weight * C, tol=cost_tol(M, factor=64.0))
+
+
+def test_oversampling_subset_of_exact_pairs(torch_gen):
+    n = 40
+    x0 = torch.randn(n, 3, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(n, 3, generator=torch_gen, dtype=torch.float64)
+    _i_all, j_all = fastot.couple(x0, x1)
+    i, j = fastot.couple(x0, x1, batch_size=10, generator=torch.Generator().manual_seed(1))
+    assert i.shape == (10,) and len(set(i.tolist())) == 10
+    torch.testing.assert_close(j, j_all[i])
+    i2, j2 = fastot.couple(x0, x1, batch_size=10, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(i, i2)
+    torch.testing.assert_close(j, j2)
+
+
+# ------------------------------------------------------------------------------------------ Coupler
+
+
+def test_coupler_adapts_weight_warm_starts_and_times(torch_gen):
+    coupler = fastot.Coupler(method="sinkhorn", target_r=0.3, cond_cost="cosine", target_r_tol=0.02)
+    n = 64
+    iters = []
+    for step in range(3):
+        x0 = torch.randn(n, 2, generator=torch_gen, dtype=torch.float64)
+        x1 = torch.randn(n, 2, generator=torch_gen, dtype=torch.float64)
+        e1 = torch.randn(n, 5, generator=torch_gen, dtype=torch.float64)
+        e0 = e1 + 0.1 * torch.randn(n, 5, generator=torch_gen, dtype=torch.float64)
+        i, _j = coupler(x0, x1, e0, e1)
+        assert i.shape == (n,)
+        out = coupler.last
+        M = sq_cost(x0, x1)
+        C = cdist(e0.numpy(), e1.numpy(), "cosine")
+        assert abs(c2ot_ratio(M, C, out.cond_weight) - 0.3) <= 0.02
+        assert coupler.cond_weight == out.cond_weight
+        iters.append(int(out.sinkhorn.n_iter))
+        if step == 0:
+            first_weight = coupler.cond_weight
+    assert coupler.stats.calls == 3 and len(coupler.stats.times_s) == 3
+    assert coupler.stats.summary()["total_s"] > 0
+    assert coupler.stats.cond_weights[0] == first_weight
+    coupler.reset()
+    assert coupler.stats.calls == 0 and coupler.cond_weight is None
+
+
+def test_coupler_warm_start_passes_potentials(torch_gen, monkeypatch):
+    seen = []
+    real = fastot.coupling.solve_coupling
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("f_init"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fastot.coupling, "solve_coupling", spy)
+    coupler = fastot.Coupler(method="sinkhorn")
+    x0 = torch.randn(30, 2, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(30, 2, generator=torch_gen, dtype=torch.float64)
+    coupler(x0, x1)
+    f_prev = coupler.last.sinkhorn.f
+    coupler(x0 + 0.01, x1)
+    assert seen[0] is None and seen[1] is f_prev
+    coupler(x0[:20], x1[:20])  # different sizes: no warm start
+    assert seen[2] is None
+
+
+def test_coupler_bad_arguments():
+    with pytest.raises(ValueError, match="method"):
+        fastot.Coupler(method="nope")
+    with pytest.raises(ValueError, match="bogus"):
+        fastot.Coupler(bogus=1)
+    with pytest.raises(ValueError, match="f_init"):
+        fastot.Coupler(method="sinkhorn", f_init=torch.zeros(3))
+
+
+# ----------------------------------------------------------------------------------------- properties
+
+
+@settings(max_examples=25)
+@given(
+    n0=st.integers(1, 12),
+    n1=st.integers(1, 12),
+    d=st.integers(1, 4),
+    n_classes=st.integers(1, 3),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_property_hard_labels_exact(n0, n1, d, n_classes, seed):
+    """Any sizes and labels: injective pairs, same class, min(n0_c, n1_c) per class, optimal per class."""
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(n0, d, generator=g, dtype=torch.float64)
+    x1 = torch.randn(n1, d, generator=g, dtype=torch.float64)
+    y0 = torch.randint(0, n_classes, (n0,), generator=g)
+    y1 = torch.randint(0, n_classes, (n1,), generator=g)
+    i, j = fastot.couple(x0, x1, y0, y1)
+    assert i.dtype == j.dtype == torch.int64
+    assert len(set(i.tolist())) == i.numel() and len(set(j.tolist())) == j.numel()
+    assert bool((y0[i] == y1[j]).all())
+    M = sq_cost(x0, x1)
+    want = 0.0
+    for c in range(n_classes):
+        r, s = np.flatnonzero(y0.numpy() == c), np.flatnonzero(y1.numpy() == c)
+        assert int((y0[i] == c).sum()) == min(len(r), len(s))
+        if len(r) and len(s):
+            want += scipy_optimum_sum(M[np.ix_(r, s)])
+    np.testing.assert_allclose(M[i.numpy(), j.numpy()].sum(), want, rtol=0, atol=cost_tol(M, factor=64.0))
+
+
+def scipy_optimum_sum(M: np.ndarray) -> float:
+    r, c = scipy_lsa(M)
+    return float(M[r, c].sum())
