@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from torch._dynamo.testing import CompileCounterWithBackend
 
 import fastot
 
@@ -134,3 +136,123 @@ def test_mismatched_feature_dim(torch_gen):
 def test_low_ndim(torch_gen):
     with pytest.raises(ValueError, match=r"\b(x|y)\b"):
         fastot.cost_matrix(torch.randn(3, generator=torch_gen), torch.randn(4, 3, generator=torch_gen))
+
+
+# ------------------------------------------------------------------------- conditional costs (C²OT)
+
+
+def cond_reference(x, y, y0, y1, w, kind):
+    """Float64 two-matrix formulation M + w * C (C²OT's), by direct differences."""
+    M = reference(x, y, "sqeuclidean")
+    if kind == "label":
+        C = (y0[..., :, None] != y1[..., None, :]).double()
+        return torch.where(C > 0, torch.full_like(M, float("inf")), M) if w == float("inf") else M + w * C
+    u0, u1 = y0.double(), y1.double()
+    if kind == "cosine":
+        u0 = u0 / u0.norm(dim=-1, keepdim=True)
+        u1 = u1 / u1.norm(dim=-1, keepdim=True)
+        return M + w * (1 - u0 @ u1.mT)
+    return M + w * reference(u0, u1, "sqeuclidean")
+
+
+@pytest.mark.parametrize("kind", ["label", "sqeuclidean", "cosine"])
+@pytest.mark.parametrize(("n", "m", "d", "e"), [(1, 1, 1, 1), (7, 5, 3, 2), (33, 40, 2, 16)])
+@pytest.mark.parametrize("w", [0.0, 0.4, 30.0])
+def test_conditional_float64(torch_gen, kind, n, m, d, e, w):
+    x = torch.randn(n, d, generator=torch_gen, dtype=torch.float64)
+    y = torch.randn(m, d, generator=torch_gen, dtype=torch.float64) + 0.5
+    if kind == "label":
+        y0 = torch.randint(0, 3, (n,), generator=torch_gen)
+        y1 = torch.randint(0, 3, (m,), generator=torch_gen)
+    else:
+        y0 = torch.randn(n, e, generator=torch_gen, dtype=torch.float64)
+        y1 = torch.randn(m, e, generator=torch_gen, dtype=torch.float64)
+    C = fastot.cost_matrix(x, y, y0, y1, cond_weight=w, cond_cost=kind)
+    assert C.shape == (n, m) and C.dtype == torch.float64
+    torch.testing.assert_close(C, cond_reference(x, y, y0, y1, w, kind), rtol=1e-10, atol=1e-10)
+
+
+def test_conditional_auto_kind_inf_weight_and_batches(torch_gen):
+    x = torch.randn(3, 6, 4, generator=torch_gen, dtype=torch.float64)
+    y = torch.randn(3, 5, 4, generator=torch_gen, dtype=torch.float64)
+    y0 = torch.randint(0, 2, (3, 6), generator=torch_gen)
+    y1 = torch.randint(0, 2, (3, 5), generator=torch_gen)
+    C = fastot.cost_matrix(x, y, y0, y1, cond_weight=float("inf"))
+    torch.testing.assert_close(C, cond_reference(x, y, y0, y1, float("inf"), "label"))
+    e0 = torch.randn(3, 6, 2, generator=torch_gen, dtype=torch.float64)
+    e1 = torch.randn(3, 5, 2, generator=torch_gen, dtype=torch.float64)
+    C = fastot.cost_matrix(x, y, e0, e1, cond_weight=2.0)  # auto: embeddings -> sqeuclidean
+    torch.testing.assert_close(C, cond_reference(x, y, e0, e1, 2.0, "sqeuclidean"))
+
+
+def test_conditional_float32_accuracy(torch_gen):
+    """float32 error at most 2x that of the naive float32 two-matrix formulation (cdist^2 + w * cdist^2)."""
+    n, m, d, e, w = 64, 48, 16, 8, 3.0
+    x = torch.randn(n, d, generator=torch_gen)
+    y = torch.randn(m, d, generator=torch_gen)
+    y0 = torch.randn(n, e, generator=torch_gen)
+    y1 = torch.randn(m, e, generator=torch_gen)
+    ref = cond_reference(x, y, y0, y1, w, "sqeuclidean")
+    naive = torch.cdist(x, y) ** 2 + w * torch.cdist(y0, y1) ** 2
+    naive_err = (naive.double() - ref).abs().max().item()
+    got = fastot.cost_matrix(x, y, y0, y1, cond_weight=w)
+    assert got.dtype == torch.float32
+    err = (got.double() - ref).abs().max().item()
+    assert err <= 2 * naive_err + 8 * torch.finfo(torch.float32).eps * ref.abs().max().item()
+
+
+def test_conditional_numpy_and_grad(torch_gen):
+    x = torch.randn(5, 3, generator=torch_gen, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(4, 3, generator=torch_gen, dtype=torch.float64)
+    y0 = torch.randn(5, 2, generator=torch_gen, dtype=torch.float64, requires_grad=True)
+    y1 = torch.randn(4, 2, generator=torch_gen, dtype=torch.float64)
+    torch.autograd.gradcheck(
+        lambda x, y0: fastot.cost_matrix(x, y, y0, y1, cond_weight=0.7, cond_cost="cosine"), (x, y0)
+    )
+    C_np = fastot.cost_matrix(x.detach().numpy(), y.numpy(), y0.detach().numpy(), y1.numpy(), cond_weight=0.7)
+    np.testing.assert_allclose(
+        C_np, cond_reference(x.detach(), y, y0.detach(), y1, 0.7, "sqeuclidean").numpy()
+    )
+
+
+def test_conditional_under_compile(torch_gen):
+    cnt = CompileCounterWithBackend("aot_eager")
+
+    def f(x, y, y0, y1):
+        return fastot.cost_matrix(x, y, y0, y1, cond_weight=2.0)
+
+    cf = torch.compile(f, backend=cnt, fullgraph=True, dynamic=True)
+    for n in (3, 5, 8):
+        x = torch.randn(n, 7, generator=torch_gen, dtype=torch.float64)
+        y = torch.randn(n + 1, 7, generator=torch_gen, dtype=torch.float64)
+        y0 = torch.randint(0, 3, (n,), generator=torch_gen)
+        y1 = torch.randint(0, 3, (n + 1,), generator=torch_gen)
+        torch.testing.assert_close(cf(x, y, y0, y1), f(x, y, y0, y1))
+    assert cnt.frame_count == 1
+
+
+def test_conditional_bad_inputs(torch_gen):
+    x = torch.randn(5, 3, generator=torch_gen)
+    y = torch.randn(4, 3, generator=torch_gen)
+    lab0 = torch.randint(0, 2, (5,), generator=torch_gen)
+    lab1 = torch.randint(0, 2, (4,), generator=torch_gen)
+    emb0 = torch.randn(5, 2, generator=torch_gen)
+    emb1 = torch.randn(4, 2, generator=torch_gen)
+    with pytest.raises(ValueError, match="y0"):
+        fastot.cost_matrix(x, y, lab0, None)
+    with pytest.raises(ValueError, match="y0"):
+        fastot.cost_matrix(x, y, lab0[:3], lab1)
+    with pytest.raises(ValueError, match="y1"):
+        fastot.cost_matrix(x, y, emb0, torch.randn(4, 3, generator=torch_gen))
+    with pytest.raises(TypeError, match="y0 and y1"):
+        fastot.cost_matrix(x, y, lab0, emb1)
+    with pytest.raises(TypeError, match="cond_cost"):
+        fastot.cost_matrix(x, y, emb0, emb1, cond_cost="label")
+    with pytest.raises(ValueError, match="cond_cost"):
+        fastot.cost_matrix(x, y, emb0, emb1, cond_cost="l1")
+    with pytest.raises(ValueError, match="cond_weight"):
+        fastot.cost_matrix(x, y, emb0, emb1, cond_weight=float("nan"))
+    with pytest.raises(ValueError, match="cond_weight"):
+        fastot.cost_matrix(x, y, emb0, emb1, cond_weight=float("inf"))
+    with pytest.raises(ValueError, match="euclidean"):
+        fastot.cost_matrix(x, y, lab0, lab1, cost="euclidean")
