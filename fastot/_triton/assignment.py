@@ -48,7 +48,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .softmin import interpreting
+from .softmin import interpreting, lse_dense
 
 __all__ = [
     "STATUS_INFEASIBLE",
@@ -93,14 +93,18 @@ def _lsa_block_kernel(
     COL4ROW,
     U,
     V,
+    ROW4COL,
     STATUS,
+    STEPS,
     R,
     M,
     stride_cb,
     BLOCK_M: tl.constexpr,
-    WARM: tl.constexpr,
+    INIT: tl.constexpr,
 ):
-    # One problem C[b] (R x M, row-major, R <= M <= BLOCK_M); column state in registers.
+    # One problem C[b] (R x M, row-major, R <= M <= BLOCK_M); column state in registers. With INIT,
+    # the starting v and column owners are read from V and ROW4COL (a warm start); else v = 0 and
+    # every row is free.
     dt = C.dtype.element_ty
     b = tl.program_id(0).to(tl.int64)
     c_base = C + b * stride_cb
@@ -109,35 +113,13 @@ def _lsa_block_kernel(
     inf_v = tl.full([BLOCK_M], float("inf"), dt)
     zero = tl.reduce(tl.full([BLOCK_M], 0.0, dt), 0, _sum_combine)  # a 0-d tensor of dtype dt
     status = tl.load(STATUS + b)
-    v = tl.full([BLOCK_M], 0.0, dt)
-    row4col = tl.full([BLOCK_M], -1, tl.int32)
-
-    if WARM:
-        # Column reduction: v_j = min_i C_ij, the first row reaching it is the column's argmin row.
-        # (An invalid problem reads nothing: every column stays unassigned with v = 0.)
-        valid = cmask & (status == 0)
-        colmin = inf_v
-        argrow = tl.full([BLOCK_M], -1, tl.int32)
-        for i in range(0, R):
-            c = tl.load(c_base + i * M + idx, mask=valid, other=float("inf"))
-            lt = c < colmin
-            colmin = tl.where(lt, c, colmin)
-            argrow = tl.where(lt, i, argrow)
-        v = tl.where((colmin < float("inf")) & (colmin > float("-inf")), colmin, 0.0)
-        # Each row takes the last column it is the argmin of; a row that is the argmin of exactly one
-        # column lowers that column's v by its second-best reduced cost (reduction transfer), which
-        # keeps every reduced cost non-negative.
-        for i in range(0, R):
-            mine = argrow == i
-            jmax = tl.reduce(tl.where(mine, idx, -1), 0, _max_combine)
-            cnt = tl.reduce(mine.to(tl.int32), 0, _sum_combine)
-            at_j = idx == jmax
-            row4col = tl.where(at_j, i, row4col)
-            c = tl.load(c_base + i * M + idx, mask=valid, other=float("inf"))
-            mu = tl.reduce(tl.where(at_j, inf_v, c - v), 0, _min_combine)
-            c1 = tl.reduce(tl.where(at_j, c, 0.0), 0, _sum_combine)
-            transfer = (cnt == 1) & (mu < float("inf"))
-            v = tl.where(at_j & transfer, c1 - mu, v)
+    if INIT:
+        v = tl.load(V + b * M + idx, mask=cmask, other=0.0)
+        row4col = tl.load(ROW4COL + b * M + idx, mask=cmask, other=-1)
+    else:
+        v = tl.full([BLOCK_M], 0.0, dt)
+        row4col = tl.full([BLOCK_M], -1, tl.int32)
+    steps = tl.reduce(tl.full([BLOCK_M], 0, tl.int32), 0, _sum_combine)
 
     for f in range(0, R):
         is_free = tl.reduce(tl.where(row4col == f, 0, 1), 0, _min_combine)
@@ -150,6 +132,7 @@ def _lsa_block_kernel(
         h = zero
         lowest = zero
         while sink < 0:
+            steps += 1
             c = tl.load(c_base + i * M + idx, mask=cmask, other=float("inf"))
             x = c - v - h
             upd = (x < dist) & (scanned == 0)
@@ -186,6 +169,7 @@ def _lsa_block_kernel(
             j = tl.where(i == f, -1, prev)
 
     tl.store(STATUS + b, status)
+    tl.store(STEPS + b, steps)
     ok = status == 0
     assigned = (row4col >= 0) & cmask & ok
     rows = tl.maximum(row4col, 0)
@@ -204,16 +188,17 @@ def _lsa_chunked_kernel(
     ROW4COL,
     SCAN,
     STATUS,
+    STEPS,
     R,
     M,
     stride_cb,
     BLOCK: tl.constexpr,
-    WARM: tl.constexpr,
 ):
     # One problem C[b] (R x M, R <= M); column state in global scratch rows of length M, walked in
     # chunks of BLOCK. Vector loads and stores of a chunk use one layout (each lane touches what it
     # wrote); scalar updates are followed by a barrier before any lane may read them.
-    # On entry (launcher): V = 0, ROW4COL = -1, COL4ROW = -1 for this problem.
+    # On entry (launcher): the starting V, ROW4COL and COL4ROW (v = 0 and -1: every row free; or a
+    # warm start).
     dt = C.dtype.element_ty
     b = tl.program_id(0).to(tl.int64)
     c_base = C + b * stride_cb
@@ -227,56 +212,7 @@ def _lsa_chunked_kernel(
     zero = tl.reduce(tl.full([BLOCK], 0.0, dt), 0, _sum_combine)
     status = tl.load(STATUS + b)
 
-    if WARM:
-        if status == 0:
-            # column reduction: DIST = column minima, PRED = their first argmin row
-            for c0 in range(0, M, BLOCK):
-                offs = c0 + idx
-                cm = offs < M
-                tl.store(d_base + offs, tl.full([BLOCK], float("inf"), dt), mask=cm)
-                tl.store(p_base + offs, tl.full([BLOCK], -1, tl.int32), mask=cm)
-            for i in range(0, R):
-                row = c_base + i * M
-                for c0 in range(0, M, BLOCK):
-                    offs = c0 + idx
-                    cm = offs < M
-                    c = tl.load(row + offs, mask=cm, other=float("inf"))
-                    colmin = tl.load(d_base + offs, mask=cm, other=float("inf"))
-                    lt = c < colmin
-                    tl.store(d_base + offs, tl.where(lt, c, colmin), mask=cm)
-                    tl.store(
-                        p_base + offs, tl.where(lt, i, tl.load(p_base + offs, mask=cm, other=-1)), mask=cm
-                    )
-            for c0 in range(0, M, BLOCK):
-                offs = c0 + idx
-                cm = offs < M
-                colmin = tl.load(d_base + offs, mask=cm, other=0.0)
-                finite = (colmin < float("inf")) & (colmin > float("-inf"))
-                tl.store(v_base + offs, tl.where(finite, colmin, 0.0), mask=cm)
-            tl.debug_barrier()
-            for i in range(0, R):
-                row = c_base + i * M
-                jmax = tl.reduce(tl.full([BLOCK], -1, tl.int32), 0, _max_combine)
-                cnt = tl.reduce(tl.full([BLOCK], 0, tl.int32), 0, _sum_combine)
-                for c0 in range(0, M, BLOCK):
-                    offs = c0 + idx
-                    mine = tl.load(p_base + offs, mask=offs < M, other=-1) == i
-                    jmax = tl.maximum(jmax, tl.reduce(tl.where(mine, offs, -1), 0, _max_combine))
-                    cnt += tl.reduce(mine.to(tl.int32), 0, _sum_combine)
-                mu = zero + float("inf")
-                for c0 in range(0, M, BLOCK):
-                    offs = c0 + idx
-                    cm = (offs < M) & (offs != jmax)
-                    c = tl.load(row + offs, mask=cm, other=float("inf"))
-                    vc = tl.load(v_base + offs, mask=cm, other=0.0)
-                    mu = tl.minimum(mu, tl.reduce(c - vc, 0, _min_combine))
-                has = jmax >= 0
-                transfer = has & (cnt == 1) & (mu < float("inf"))
-                c1 = tl.load(row + jmax, mask=has, other=0.0)
-                tl.store(v_base + jmax, c1 - mu, mask=transfer)
-                tl.store(r_base + jmax, i, mask=has)
-                tl.store(cr_base + i, jmax.to(tl.int64), mask=has)
-                tl.debug_barrier()
+    steps = tl.reduce(tl.full([BLOCK], 0, tl.int32), 0, _sum_combine)
 
     for f in range(0, R):
         active = (tl.load(cr_base + f) < 0) & (status == 0)
@@ -293,6 +229,7 @@ def _lsa_chunked_kernel(
         h = zero
         lowest = zero
         while sink < 0:
+            steps += 1
             row = c_base + i * M
             best = zero + float("inf")
             kbest = 2 * M
@@ -348,6 +285,7 @@ def _lsa_chunked_kernel(
         tl.debug_barrier()
 
     tl.store(STATUS + b, status)
+    tl.store(STEPS + b, steps)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -387,15 +325,104 @@ def _block_warps(block_m: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
+# warm start (torch ops on the whole batch, in parallel on the device)
+
+_WARM_STARTS = (True, False, "auto", "columns", "entropic")
+# Entropic sweeps: the temperature starts at _EPS0 x the mean spread of a row's finite costs and
+# shrinks geometrically to _EPS_END[...] x that spread. On a GPU a sweep (two fused passes over C) costs
+# about as much as a few dozen Dijkstra steps of the single-program kernel, and on Gaussian clouds
+# more sweeps keep removing far more steps than that (numbers in the module docstring), so large
+# problems get many sweeps (the CPU kernel, whose steps are cheap, makes 4).
+_EPS0 = 0.25
+_SWEEPS = {"small": (8, 2e-3), "large": (32, 1e-4)}  # (sweeps, final eps / spread); large: n >= 512
+
+
+def _sweep_schedule(n: int) -> tuple[int, float]:
+    sweeps, end = _SWEEPS["large" if n >= 512 else "small"]
+    return sweeps, (end / _EPS0) ** (1.0 / (sweeps - 1))
+
+
+def _rows_take_best(C: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every row takes its cheapest column under ``v`` (reduced cost ``C_ij - v_j``); a column wanted
+    by several rows goes to the lowest of them, the others stay free. Returns ``(row4col (B, m)``
+    int32 with -1 for unowned columns, ``free (B,)`` the number of free rows). Assigned rows are then
+    tight at a row minimum, so with any finite ``v`` this is a valid start for the augmenting phase."""
+    B, n, m = C.shape
+    best, jbest = (C - v[:, None, :]).min(dim=2)
+    rows = torch.arange(n, device=C.device).expand(B, n)
+    # rows whose every entry is forbidden own nothing (the augmenting phase reports them infeasible)
+    bid = torch.where(torch.isfinite(best), rows, n)
+    owner = torch.full((B, m), n, dtype=torch.int64, device=C.device)
+    owner.scatter_reduce_(1, jbest, bid, reduce="amin")
+    row4col = torch.where(owner < n, owner, -1).to(torch.int32)
+    return row4col, n - (owner < n).sum(1)
+
+
+def _lse(C32: torch.Tensor, h: torch.Tensor, scale: torch.Tensor, transpose: bool) -> torch.Tensor:
+    """``log sum exp(h - scale C)`` over columns (over rows with ``transpose``): fastot's fused Triton
+    kernel on CUDA (one read of ``C`` per pass), plain torch elsewhere (e.g. under the interpreter)."""
+    if C32.device.type == "cuda":
+        return lse_dense(C32, h, scale, transpose)
+    s = scale[:, None, None]
+    if transpose:
+        return torch.logsumexp(h[:, :, None] - s * C32, dim=1)
+    return torch.logsumexp(h[:, None, :] - s * C32, dim=2)
+
+
+def _entropic_potentials(C: torch.Tensor) -> torch.Tensor:
+    """Column potentials ``g (B, m)`` from log-domain Sinkhorn sweeps (float32, uniform weights, a
+    decreasing temperature); ``+inf`` entries are zero-weight terms, non-finite results become 0."""
+    C32 = C.to(torch.float32)
+    fin = torch.isfinite(C32)
+    hi = torch.where(fin, C32, float("-inf")).amax(2)
+    lo = C32.amin(2)
+    spread = torch.where(torch.isfinite(hi) & torch.isfinite(lo), hi - lo, 0.0).mean(1)
+    eps = torch.where(spread > 0, _EPS0 * spread, 1.0)
+    sweeps, decay = _sweep_schedule(C.shape[1])
+    g = torch.zeros(C.shape[0], C.shape[2], dtype=torch.float32, device=C.device)
+    for _ in range(sweeps):
+        # f_i = softmin_eps_j (C_ij - g_j), then g_j = softmin_eps_i (C_ij - f_i)
+        f = -eps[:, None] * _lse(C32, g / eps[:, None], 1.0 / eps, False)
+        f = torch.where(torch.isfinite(f), f, 0.0)
+        g = -eps[:, None] * _lse(C32, f / eps[:, None], 1.0 / eps, True)
+        g = torch.where(torch.isfinite(g), g, 0.0)
+        eps = eps * decay
+    return g
+
+
+def warm_start_state(C: torch.Tensor, kind: bool | str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Starting column potentials ``v (B, m)`` (``C``'s dtype) and column owners ``row4col (B, m)``
+    int32 for square problems ``C (B, n, n)``.
+
+    ``"columns"``: column reduction (``v_j = min_i C_ij``); ``"entropic"``: potentials from a few
+    Sinkhorn sweeps (shifted or high-dimensional clouds, where column reduction leaves most rows free);
+    ``"auto"``/``True``: per problem, whichever leaves fewer rows free. Then every row takes its
+    cheapest column (:func:`_rows_take_best`). The optimum never depends on the choice.
+    """
+    colmin = C.amin(1)
+    v_cols = torch.where(torch.isfinite(colmin), colmin, 0.0)
+    if kind == "columns":
+        return v_cols, _rows_take_best(C, v_cols)[0]
+    v_ent = _entropic_potentials(C).to(C.dtype)
+    if kind == "entropic":
+        return v_ent, _rows_take_best(C, v_ent)[0]
+    r_cols, free_cols = _rows_take_best(C, v_cols)
+    r_ent, free_ent = _rows_take_best(C, v_ent)
+    use_ent = (free_ent < free_cols)[:, None]
+    return torch.where(use_ent, v_ent, v_cols), torch.where(use_ent, r_ent, r_cols)
+
+
+# --------------------------------------------------------------------------------------------------
 # launcher
 
 
 def solve_lsa(
     C: torch.Tensor,
     *,
-    warm_start: bool = True,
+    warm_start: bool | str = True,
     block_cap: int | None = None,
     wrap: Callable[[Any], Any] | None = None,
+    stats: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Solve a batch of (minimisation) assignment problems exactly, one program per problem.
 
@@ -403,12 +430,17 @@ def solve_lsa(
         C: ``(B, r, c)`` float32 or float64 cost with ``r <= c`` (transpose taller problems first),
             any device (CUDA, or CPU under ``TRITON_INTERPRET=1``), any strides (made contiguous).
             ``+inf`` = forbidden pair; NaN and ``-inf`` make a problem invalid.
-        warm_start: start square problems from column reduction + reduction transfer (the optimum
-            does not depend on it; it saves augmentations).
+        warm_start: how square problems start (rectangular ones always start from ``v = 0`` with
+            every row free): ``True``/``"auto"`` (default), ``"columns"``, ``"entropic"`` (see
+            :func:`warm_start_state`; torch ops over the whole batch), or ``False`` (every row free).
+            The optimum does not depend on it; it saves augmenting paths.
         block_cap: largest column count held in registers (a power of two >= 16); problems with more
             columns use the chunked kernel with chunks of ``block_cap`` columns. Default: 4096 on a
             GPU, 64 under the interpreter.
         wrap: applied to the kernels before launching (``torch.library.wrap_triton`` in a ``triton_op``).
+        stats: if a dict is given, it receives ``"free"`` (B,) (rows left free by the warm start,
+            i.e. augmenting paths searched) and ``"steps"`` (B,) (Dijkstra steps, each one pass over a
+            row of ``C``): the work that sets the kernel's time.
 
     Returns:
         ``(col4row, u, v, status)``: ``col4row (B, r)`` int64, the column of each row; ``u (B, r)``,
@@ -431,6 +463,8 @@ def solve_lsa(
     cap = block_cap if block_cap is not None else (_INTERPRET_BLOCK_CAP if interpret else _BLOCK_CAP)
     if not isinstance(cap, int) or cap < 16 or cap & (cap - 1):
         raise ValueError(f"block_cap must be a power of two >= 16, got {block_cap!r}")
+    if not any(warm_start is w for w in _WARM_STARTS[:2]) and warm_start not in _WARM_STARTS[2:]:
+        raise ValueError(f"warm_start must be one of {_WARM_STARTS}, got {warm_start!r}")
     if M > cap:
         kernel_name = "chunked"
     kernel, interpret = _get(kernel_name, dev)
@@ -444,27 +478,41 @@ def solve_lsa(
     # NaN and -inf are invalid (one pass with torch; the kernels skip such problems)
     invalid = (~(C > float("-inf"))).flatten(1).any(1)
     status = torch.where(invalid, STATUS_INVALID, STATUS_OK).to(torch.int32)
-    warm = bool(warm_start) and R == M
+    warm = warm_start is not False and R == M
+    if warm:
+        v, row4col = warm_start_state(C, warm_start)
+        free = R - (row4col >= 0).sum(1)
+    else:
+        row4col = torch.full((B, M), -1, dtype=torch.int32, device=dev)
+        free = torch.full((B,), R, dtype=torch.int64, device=dev)
+    steps = torch.zeros(B, dtype=torch.int32, device=dev)
     launch = wrap(kernel) if wrap is not None else kernel
     if kernel_name == "block":
         block_m = max(16, triton.next_power_of_2(M))
         launch[(B,)](
-            C, col4row, u, v, status, R, M, C.stride(0),
-            BLOCK_M=block_m, WARM=warm, num_warps=1 if interpret else _block_warps(block_m),
+            C, col4row, u, v, row4col, status, steps, R, M, C.stride(0),
+            BLOCK_M=block_m, INIT=warm, num_warps=1 if interpret else _block_warps(block_m),
         )  # fmt: skip
     else:
         chunk = cap if block_cap is not None or interpret else _CHUNK
         dist = torch.empty(B, M, dtype=C.dtype, device=dev)
         pred = torch.empty(B, M, dtype=torch.int32, device=dev)
-        row4col = torch.full((B, M), -1, dtype=torch.int32, device=dev)
         scan = torch.empty(B, M, dtype=torch.int8, device=dev)
+        if warm:  # the chunked kernel also keeps each row's column (slot R collects unowned columns)
+            rows_of = torch.where(row4col >= 0, row4col.to(torch.int64), R)
+            col_ids = torch.arange(M, device=dev).expand(B, M)
+            full = torch.full((B, R + 1), -1, dtype=torch.int64, device=dev)
+            col4row = full.scatter_(1, rows_of, col_ids)[:, :R].contiguous()
         launch[(B,)](
-            C, col4row, v, dist, pred, row4col, scan, status, R, M, C.stride(0),
-            BLOCK=chunk, WARM=warm, num_warps=1 if interpret else 8,
+            C, col4row, v, dist, pred, row4col, scan, status, steps, R, M, C.stride(0),
+            BLOCK=chunk, num_warps=1 if interpret else 8,
         )  # fmt: skip
         # u_i = C_i,col4row[i] - v_col4row[i] (the chunked kernel keeps only v)
         cols = col4row.clamp_min(0)
         u = torch.gather(C, 2, cols[:, :, None])[:, :, 0] - torch.gather(v, 1, cols)
+    if stats is not None:
+        stats["free"] = free
+        stats["steps"] = steps
     bad = status != STATUS_OK
     col4row = torch.where(bad[:, None], -1, col4row)
     u = torch.where(bad[:, None], float("nan"), u)

@@ -76,12 +76,39 @@ def test_random_costs(torch_gen, shape, dtype, cap):
 
 
 @pytest.mark.parametrize("cap", CAPS)
-def test_warm_start_does_not_change_the_optimum(torch_gen, cap):
-    C = torch.randn(2, 20, 20, generator=torch_gen, dtype=F64)
-    cold = _solve(C, warm_start=False, block_cap=cap)
-    warm = _solve(C, warm_start=True, block_cap=cap)
-    _check_batch(C, *cold)
-    _check_batch(C, *warm)
+@pytest.mark.parametrize("warm_start", [False, "columns", "entropic", True])
+def test_warm_starts_give_the_optimum(torch_gen, warm_start, cap):
+    # shifted clouds: column reduction leaves most rows free, the entropic start few
+    x = torch.randn(2, 20, 3, generator=torch_gen, dtype=F64)
+    y = torch.randn(2, 20, 3, generator=torch_gen, dtype=F64) + 2.0
+    C = torch.cdist(x, y) ** 2
+    stats: dict = {}
+    _check_batch(C, *_solve(C, warm_start=warm_start, block_cap=cap, stats=stats))
+    free, steps = stats["free"].cpu(), stats["steps"].cpu()
+    assert free.shape == steps.shape == (2,)
+    assert (steps >= free).all() and (free <= 20).all()
+    if warm_start is False:
+        assert (free == 20).all()
+    else:
+        assert (free < 20).all()
+
+
+def test_warm_start_state_is_a_valid_start(torch_gen):
+    C = torch.rand(3, 15, 15, generator=torch_gen, dtype=F64)
+    C[0, :, 4] = float("inf")  # a column nobody may use (infeasible problem)
+    C[1, 2, :] = float("inf")  # a row that may use nothing
+    for kind in ("columns", "entropic", "auto"):
+        v, row4col = tas.warm_start_state(C, kind)
+        assert v.dtype == F64 and row4col.dtype == torch.int32 and torch.isfinite(v).all()
+        red = C - v[:, None, :]
+        for b in range(3):
+            owned = torch.nonzero(row4col[b] >= 0).flatten()
+            rows = row4col[b, owned].long()
+            assert rows.unique().numel() == rows.numel()  # a row owns at most one column
+            # an owner is tight at its row minimum: a valid start for the augmenting phase
+            torch.testing.assert_close(red[b, rows, owned], red[b, rows].amin(1), rtol=0, atol=0)
+    _, _, _, status = _solve(C)
+    assert status.tolist() == [tas.STATUS_INFEASIBLE, tas.STATUS_INFEASIBLE, 0]
 
 
 @pytest.mark.parametrize("cap", CAPS)
@@ -173,12 +200,15 @@ def test_infeasible_detected_per_problem(torch_gen, cap):
     _check_batch(C[[0, 3]], col4row[[0, 3]], u[[0, 3]], v[[0, 3]], status[[0, 3]])
 
 
-def test_invalid_entries_status(torch_gen):
-    C = torch.rand(3, 5, 6, generator=torch_gen, dtype=F64)
+@pytest.mark.parametrize("shape", [(3, 5, 6), (3, 6, 6)])  # rectangular; square (warm start)
+def test_invalid_entries_status(torch_gen, shape):
+    C = torch.rand(shape, generator=torch_gen, dtype=F64)
     C[0, 1, 2] = float("nan")
     C[2, 4, 0] = float("-inf")
-    _, _, _, status = _solve(C)
+    col4row, u, v, status = _solve(C)
     assert status.tolist() == [tas.STATUS_INVALID, 0, tas.STATUS_INVALID]
+    assert (col4row[[0, 2]] == -1).all() and u[[0, 2]].isnan().all() and v[[0, 2]].isnan().all()
+    _check_batch(C[1:2], col4row[1:2], u[1:2], v[1:2], status[1:2])
 
 
 def test_device_path_errors_match_scipy(torch_gen):
@@ -264,6 +294,8 @@ def test_non_contiguous_and_requires_grad(torch_gen):
 
 
 def test_launcher_empty_and_errors():
+    with pytest.raises(ValueError, match="warm_start"):
+        tas.solve_lsa(torch.zeros(1, 3, 3, dtype=F64, device=DEVICE), warm_start="sinkhorn")
     for shape in [(0, 3, 3), (2, 0, 3)]:
         col4row, _, v, status = tas.solve_lsa(torch.zeros(shape, dtype=F64, device=DEVICE))
         assert col4row.shape == shape[:2] and v.shape == (shape[0], shape[2])

@@ -85,7 +85,7 @@ def compile_assignment(name, dtype, warps, constexprs):
     assignment._kernel(name, False)
     fn = triton.jit(assignment._BODIES[name])
     ptrs = {"C": PTR[dtype], "U": PTR[dtype], "V": PTR[dtype], "DIST": PTR[dtype], "COL4ROW": "*i64",
-            "STATUS": "*i32", "PRED": "*i32", "ROW4COL": "*i32", "SCAN": "*i8"}
+            "STATUS": "*i32", "STEPS": "*i32", "PRED": "*i32", "ROW4COL": "*i32", "SCAN": "*i8"}
     signature = {a: "constexpr" if a in constexprs else ptrs.get(a, "i32") for a in fn.arg_names}
     src = ASTSource(fn=fn, signature=signature, constexprs=dict(constexprs))
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
@@ -103,12 +103,12 @@ def resources(kernel):
 # (kernel, dtype, num_warps as the launcher picks them, constexprs)
 BW = assignment._block_warps
 assignment_cases = [
-    ("block", F32, BW(64), {"BLOCK_M": 64, "WARM": True}),
-    ("block", F64, BW(256), {"BLOCK_M": 256, "WARM": False}),
-    ("block", F32, BW(1024), {"BLOCK_M": 1024, "WARM": True}),
-    ("block", F64, BW(assignment._BLOCK_CAP), {"BLOCK_M": assignment._BLOCK_CAP, "WARM": True}),
-    ("chunked", F32, 8, {"BLOCK": assignment._CHUNK, "WARM": True}),
-    ("chunked", F64, 8, {"BLOCK": assignment._CHUNK, "WARM": False}),
+    ("block", F32, BW(64), {"BLOCK_M": 64, "INIT": True}),
+    ("block", F64, BW(256), {"BLOCK_M": 256, "INIT": False}),
+    ("block", F32, BW(1024), {"BLOCK_M": 1024, "INIT": True}),
+    ("block", F64, BW(assignment._BLOCK_CAP), {"BLOCK_M": assignment._BLOCK_CAP, "INIT": True}),
+    ("chunked", F32, 8, {"BLOCK": assignment._CHUNK}),
+    ("chunked", F64, 8, {"BLOCK": assignment._CHUNK}),
 ]
 cases += [("assignment " + name, dtype, warps, c) for name, dtype, warps, c in assignment_cases]
 
