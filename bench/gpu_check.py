@@ -702,6 +702,14 @@ def run_assignment_timing(torch, fastot, dev, report: Report, smoke: bool, quick
                                                detail=f"value vs {ref_name}: not timed")))  # fmt: skip
                     continue
                 sec, reps = _time_adaptive(torch, dev, lambda s=solve, c=Cin: s(c), target_s, max_reps)
+                if name.startswith(
+                    LSA_DEVICE
+                ):  # where the time goes: augmenting work left after the warm start
+                    st: dict = {}
+                    tas.solve_lsa(Cin.to(f64 if bits == 64 else f32), stats=st)
+                    note += (
+                        f"; max free rows {int(st['free'].max())}, Dijkstra steps {int(st['steps'].max())}"
+                    )
                 rows.append(report.add(Row("assign", case, name, OK, ms_per_iter=1e3 * sec, max_err=err,
                                            tol=tol, ours=ours, detail=f"{note}; {reps} reps")))  # fmt: skip
             except Exception as exc:
@@ -726,9 +734,10 @@ def assignment_lines(report: Report) -> list[str]:
     header = ("case", "provider", "status", "ms", "x fastot device", "value err", "detail")
     table = [header]
     for r in rows:
-        detail = r.detail if r.status != OK or r.provider.startswith("cost") else ""
+        shown = r.status != OK or r.provider.startswith(("cost", LSA_DEVICE))
+        detail = r.detail if shown else ""
         table.append((r.case, r.provider, r.status, _fmt(r.ms_per_iter, ".4g"), _fmt(r.rel, ".2f"),
-                      _fmt(r.max_err, ".1e"), detail[:60]))  # fmt: skip
+                      _fmt(r.max_err, ".1e"), detail[:100]))  # fmt: skip
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines = ["", "exact assignment (float32 sq-Euclidean costs; x fastot device = time / fastot device (op))"]
     for i, row in enumerate(table):
