@@ -178,7 +178,9 @@ def conditional_cost(
 
     ``center="common"`` shifts both clouds by one vector (distances unchanged); ``"separate"`` centres each
     cloud on its own mean, which changes the cost by a row and a column constant only (the same optimal
-    balanced couplings; used by :func:`fastot.couple` for its conditioning benefits).
+    balanced couplings; used by :func:`fastot.couple` for its conditioning benefits); ``"interaction"``
+    centres each cloud and keeps only ``-2 <x_i, y_j>`` of the centred points: again the squared distance
+    up to a row and a column constant, for the price of the matrix product alone (square exact couplings).
     """
     check_point_clouds(x, y)
     kind = resolve_cond_cost(y0, y1, cond_cost)
@@ -213,14 +215,19 @@ def fused_cost(
         by = torch.broadcast_shapes(y.shape[:-2], u1.shape[:-2])
         x = torch.cat([x.expand(*bx, *x.shape[-2:]), (s * u0).expand(*bx, *u0.shape[-2:])], -1)
         y = torch.cat([y.expand(*by, *y.shape[-2:]), (s * u1).expand(*by, *u1.shape[-2:])], -1)
-    if center == "separate":
+    if center in ("separate", "interaction"):
         x = x - x.mean(-2, keepdim=True).detach()
         y = y - y.mean(-2, keepdim=True).detach()
     else:
         n, m = x.shape[-2], y.shape[-2]
         shift = ((x.sum(-2, keepdim=True) + y.sum(-2, keepdim=True)) / torch.sym_max(n + m, 1)).detach()
         x, y = x - shift, y - shift
-    C = sqeuclidean(x, y)
+    if center == "interaction":
+        # |x_i - y_j|^2 minus |x_i|^2 and |y_j|^2: a row and a column constant (the same optimal balanced
+        # couplings), one matrix product and nothing else; no cancellation between large norms either.
+        C = torch.matmul(x, y.mT).mul_(-2.0)
+    else:
+        C = sqeuclidean(x, y)
     if kind == "label":
         differ = y0.unsqueeze(-1) != y1.unsqueeze(-2)
         if isinstance(w, torch.Tensor):

@@ -21,7 +21,15 @@ from .costs import check_cond_weight, fused_cost, resolve_cond_cost, sqeuclidean
 from .outputs import SinkhornOutput
 from .sinkhorn import sinkhorn
 
-__all__ = ["METHODS", "Coupler", "Coupling", "couple", "solve_coupling"]
+__all__ = [
+    "METHODS",
+    "Coupler",
+    "Coupling",
+    "adapt_cond_weight",
+    "couple",
+    "search_cond_weight",
+    "solve_coupling",
+]
 
 METHODS = ("exact", "sinkhorn", "unbalanced", "partial", "knn", "bomb")
 _ENTROPIC = ("sinkhorn", "unbalanced", "partial")
@@ -253,7 +261,11 @@ def solve_coupling(
         if hard and not compiling:
             i, j = _exact_class_split(a, b, c0, c1)
         else:
-            C = fused_cost(a, b, c0, c1, w, kind, center="separate" if n0 == n1 else "common")
+            # Square: any row/column constant may be dropped. Few features: keep the centred squared
+            # distances (the Jonker-Volgenant solver runs 2-2.5x faster on them than on -2<a_i, b_j> at
+            # d = 2, measured at n = 1024); many features: the product alone (no norm or clamp passes).
+            center = ("interaction" if d > 64 else "separate") if n0 == n1 else "common"
+            C = fused_cost(a, b, c0, c1, w, kind, center=center)
             # A non-finite input propagates to NaN through the centring (inf - inf); an overflowing cost is
             # +inf, which the solver would read as a forbidden pair: make both NaN so the solver rejects
             # them. Forbidden pairs of a hard class constraint stay +inf.
@@ -625,6 +637,15 @@ def adapt_cond_weight(a, b, c0, c1, kind, target_r, w_init=None, tol=1e-3, max_i
         Cc = (1 - u0 @ u1.T).double()
     else:
         Cc = sqeuclidean(c0[rows], c1).double()
+
+    return search_cond_weight(M, Cc, diag, target_r, w_init, tol, max_iter)
+
+
+def search_cond_weight(M, Cc, diag, target_r, w_init=None, tol=1e-3, max_iter=10):
+    """The weight search on explicit matrices: ``M (r, m)`` point costs, ``Cc (r, m)`` condition costs,
+    ``diag (r, 1)`` the reference point cost of each row. Returns ``(w, ratio)`` with
+    ``ratio = mean[M + w Cc <= diag]``: grows (x4) or shrinks (/4) ``w`` until the target is bracketed,
+    then bisects; at most ``max_iter`` evaluations, stopping within ``tol`` of ``target_r``."""
 
     def ratio_at(w: float) -> float:
         return float(((M + w * Cc) <= diag).double().mean())
