@@ -196,6 +196,64 @@ py::tuple sinkhorn_step_sqeuclidean(const CArray<T>& x, const CArray<T>& y, cons
 }
 
 template <typename T>
+CArray<T> plan_dot_dense(const CArray<T>& C, const CArray<T>& hr, const CArray<T>& hc, const CArray<T>& scale,
+                         int num_threads, const std::string& isa) {
+  if (C.ndim() != 3) throw std::invalid_argument("C must have shape (B, n, m), got " + shape_str(C));
+  const int64_t B = C.shape(0), n = C.shape(1), m = C.shape(2);
+  check_shape("hr", hr, {B, n});
+  check_shape("hc", hc, {B, m});
+  check_scale(scale, B);
+  if (num_threads < 1) throw std::invalid_argument("num_threads must be >= 1");
+  fastot::softmin_isa(isa);
+  CArray<T> out({B});
+  const T *pc = C.data(), *pr = hr.data(), *ph = hc.data(), *ps = scale.data();
+  T* po = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    fastot::plan_dot_dense<T>(pc, pr, ph, ps, B, n, m, po, num_threads, isa);
+  }
+  return out;
+}
+
+template <typename T>
+CArray<T> plan_dot_sqeuclidean(const CArray<T>& x, const CArray<T>& y, const CArray<T>& hr, const CArray<T>& hc,
+                               const CArray<T>& scale, int num_threads, const std::string& isa) {
+  if (x.ndim() != 3) throw std::invalid_argument("x must have shape (B, n, d), got " + shape_str(x));
+  const int64_t B = x.shape(0), n = x.shape(1), d = x.shape(2);
+  if (y.ndim() != 3 || y.shape(0) != B || y.shape(2) != d)
+    throw std::invalid_argument("y must have shape (B, m, d) with B = " + std::to_string(B) +
+                                ", d = " + std::to_string(d) + " (from x of shape " + shape_str(x) + "), got " +
+                                shape_str(y));
+  const int64_t m = y.shape(1);
+  check_shape("hr", hr, {B, n});
+  check_shape("hc", hc, {B, m});
+  check_scale(scale, B);
+  if (num_threads < 1) throw std::invalid_argument("num_threads must be >= 1");
+  fastot::softmin_isa(isa);
+  CArray<T> out({B});
+  const T *px = x.data(), *py_ = y.data(), *pr = hr.data(), *ph = hc.data(), *ps = scale.data();
+  T* po = out.mutable_data();
+  {
+    py::gil_scoped_release release;
+    fastot::plan_dot_sqeuclidean<T>(px, py_, pr, ph, ps, B, n, m, d, po, num_threads, isa);
+  }
+  return out;
+}
+
+template <typename T>
+void def_plan_dot(py::module_& mod) {
+  mod.def("plan_dot_dense", &plan_dot_dense<T>, py::arg("C").noconvert(), py::arg("hr").noconvert(),
+          py::arg("hc").noconvert(), py::arg("scale").noconvert(), py::arg("num_threads") = 1,
+          py::arg("isa") = "auto",
+          "Linear cost of a plan: out[b] = sum_ij P_ij C[b, i, j], P_ij = exp(hr[b, i] + hc[b, j] - scale[b] "
+          "C[b, i, j]) (0 where C = +inf); C (B, n, m), hr (B, n), hc (B, m), scale (B,) -> (B,).");
+  mod.def("plan_dot_sqeuclidean", &plan_dot_sqeuclidean<T>, py::arg("x").noconvert(), py::arg("y").noconvert(),
+          py::arg("hr").noconvert(), py::arg("hc").noconvert(), py::arg("scale").noconvert(),
+          py::arg("num_threads") = 1, py::arg("isa") = "auto",
+          "plan_dot_dense with C = |x_i - y_j|^2 computed on the fly (never n x m).");
+}
+
+template <typename T>
 void def_steps(py::module_& mod, const char* doc_dense, const char* doc_sq) {
   auto dense = [](const CArray<T>& C, const CArray<T>& hg, const CArray<T>& sf, const CArray<T>& log_a,
                   const CArray<T>& coef, const CArray<T>& sg, std::optional<CArray<T>> cap,
@@ -271,6 +329,8 @@ PYBIND11_MODULE(_C, mod) {
       "Fused Sinkhorn step with the squared-Euclidean cost of x (B, n, d), y (B, m, d) computed on the fly "
       "(never n x m); otherwise as sinkhorn_step_dense.");
   def_steps<float>(mod, "float32 overload, accumulated in float32.", "float32 overload, accumulated in float32.");
+  def_plan_dot<double>(mod);
+  def_plan_dot<float>(mod);
   mod.def("_exp_approx", &exp_approx<double>, py::arg("x").noconvert(), py::arg("full_range") = false,
           py::arg("isa") = "auto",
           "Test hook: the log-sum-exp kernels' vectorised exp, elementwise. full_range=False (the kernels' "

@@ -798,6 +798,102 @@ void sinkhorn_step_sqeuclidean_impl(const T* x, const T* y, const StepArgs<T>& a
                 });
 }
 
+// ---------------------------------------------------------------------------
+// <P, C> of the plan P_ij = exp(hr_i + hc_j - s C_ij) (softmin.h): rows in
+// blocks whose costs come from the same providers as the fused step's; per
+// row a vector sum of P_ij C_ij (0 where C = +inf or P = 0), rows added in
+// double. The exponent may be positive before convergence: full-range exp.
+
+template <typename T>
+double plan_dot_rows(const T* P, int64_t ld, int64_t R, const T* hr, const T* hc, T s, int64_t m) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L;
+  const int64_t full = m / L * L;
+  const V vs = S::set1(s), inf = S::set1(kInf<T>), zero = S::zero();
+  double total = 0;
+  for (int64_t i = 0; i < R; ++i) {
+    const T* c = P + i * ld;
+    const V hv = S::set1(hr[i]);
+    V acc0 = zero, acc1 = zero;
+    auto term = [&](V cv, V hcv) {
+      const V e = simd::exp<T, true>(S::add(S::fnmadd(vs, cv, hcv), hv));
+      return S::select_eq(cv, inf, zero, S::select_eq(e, zero, zero, S::mul(e, cv)));
+    };
+    int64_t j = 0;
+    for (; j + 2 * L <= full; j += 2 * L) {
+      acc0 = S::add(acc0, term(S::loadu(c + j), S::loadu(hc + j)));
+      acc1 = S::add(acc1, term(S::loadu(c + j + L), S::loadu(hc + j + L)));
+    }
+    for (; j < full; j += L) acc0 = S::add(acc0, term(S::loadu(c + j), S::loadu(hc + j)));
+    if (j < m)
+      acc1 = S::add(acc1, term(simd::load_partial(c + j, m - j, T(0)), simd::load_partial(hc + j, m - j, -kInf<T>)));
+    total += static_cast<double>(simd::hsum<T>(S::add(acc0, acc1)));
+  }
+  return total;
+}
+
+template <typename T, typename RowBlock>
+void plan_dot_driver(int64_t B, int64_t n, int64_t m, int64_t R, const T* hr, const T* hc, const T* scale, T* out,
+                     int n_threads, int64_t work, RowBlock&& row_block) {
+  if (B == 0) return;
+  const int64_t blocks = ceil_div(n, R);
+  Buf<double> part(B * blocks);
+  parallel_for(B * blocks, threads_for(work, n_threads), [&](int64_t t, int w) {
+    const int64_t b = t / blocks, i0 = (t % blocks) * R, i1 = std::min(n, i0 + R);
+    int64_t ld = 0;
+    const T* P = row_block(b, i0, i1, w, ld);
+    part.p[t] = plan_dot_rows<T>(P, ld, i1 - i0, hr + b * n + i0, hc + b * m, scale[b], m);
+  });
+  for (int64_t b = 0; b < B; ++b) {  // fixed order: independent of the thread count
+    double total = 0;
+    for (int64_t k = 0; k < blocks; ++k) total += part.p[b * blocks + k];
+    out[b] = static_cast<T>(total);
+  }
+}
+
+template <typename T>
+void plan_dot_dense_impl(const T* C, const T* hr, const T* hc, const T* scale, int64_t B, int64_t n, int64_t m,
+                         T* out, int n_threads) {
+  const int64_t R = std::max<int64_t>(1, kRowTaskElems / std::max<int64_t>(m, 1));
+  plan_dot_driver<T>(B, n, m, R, hr, hc, scale, out, n_threads, B * n * m,
+                     [&](int64_t b, int64_t i0, int64_t, int, int64_t& ld) {
+                       ld = m;
+                       return C + b * n * m + i0 * m;
+                     });
+}
+
+template <typename T>
+void plan_dot_sqeuclidean_impl(const T* x, const T* y, const T* hr, const T* hc, const T* scale, int64_t B,
+                               int64_t n, int64_t m, int64_t d, T* out, int n_threads) {
+  using Tl = Tiles<T>;
+  constexpr int NR = Tl::NR, MR = Tl::MR;
+  if (B == 0) return;
+  const int64_t panels = ceil_div(m, NR);
+  const int64_t m_pad = std::max<int64_t>(1, panels) * NR;
+  constexpr int64_t kOnlinePanelBytes = 1 << 20;
+  const int64_t R = std::max<int64_t>(MR, std::min<int64_t>(Tl::MB, kOnlinePanelBytes / (m_pad * sizeof(T))) / MR * MR);
+  Buf<T> yp(B * m_pad * d), yy(B * m_pad), hp(B * m_pad), rows_lse(B * n);
+  const int64_t work = B * n * m * (1 + d / 16);
+  parallel_for(B * panels, threads_for(B * m * d * 4, n_threads), [&](int64_t t, int) {
+    const int64_t b = t / panels, p = t % panels;
+    pack_y<T>(y + b * m * d, hc + b * m, m, d, p, p + 1, yp.p + b * m_pad * d, yy.p + b * m_pad, hp.p + b * m_pad);
+  });
+  const int workers = n_workers(B * ceil_div(n, R), threads_for(work, n_threads));
+  Buf<T> panel(static_cast<int64_t>(workers) * ceil_div(R, MR) * MR * m_pad);
+  // The panel provider is the fused step's (it also computes a row log-sum-exp, unused here: this
+  // runs once per solve).
+  plan_dot_driver<T>(B, n, m, R, hr, hc, scale, out, n_threads, work,
+                     [&](int64_t b, int64_t i0, int64_t i1, int w, int64_t& ld) {
+                       T* buf = panel.p + static_cast<int64_t>(w) * ceil_div(R, MR) * MR * m_pad;
+                       lse_sqeuclidean_rows<T, true>(x + b * n * d, yp.p + b * m_pad * d, yy.p + b * m_pad,
+                                                     hp.p + b * m_pad, scale[b], m_pad, d, i0, i1,
+                                                     rows_lse.p + b * n, buf);
+                       ld = m_pad;
+                       return static_cast<const T*>(buf);
+                     });
+}
+
 }  // namespace
 
 template <typename T>
@@ -822,6 +918,18 @@ template <typename T>
 void sinkhorn_step_sqeuclidean(const T* x, const T* y, const StepArgs<T>& a, int64_t B, int64_t n, int64_t m,
                                int64_t d, T* S, T* Tout, int n_threads) {
   sinkhorn_step_sqeuclidean_impl<T>(x, y, a, B, n, m, d, S, Tout, n_threads);
+}
+
+template <typename T>
+void plan_dot_dense(const T* C, const T* hr, const T* hc, const T* scale, int64_t B, int64_t n, int64_t m, T* out,
+                    int n_threads) {
+  plan_dot_dense_impl<T>(C, hr, hc, scale, B, n, m, out, n_threads);
+}
+
+template <typename T>
+void plan_dot_sqeuclidean(const T* x, const T* y, const T* hr, const T* hc, const T* scale, int64_t B, int64_t n,
+                          int64_t m, int64_t d, T* out, int n_threads) {
+  plan_dot_sqeuclidean_impl<T>(x, y, hr, hc, scale, B, n, m, d, out, n_threads);
 }
 
 template <typename T>
@@ -855,6 +963,14 @@ template void sinkhorn_step_sqeuclidean<float>(const float*, const float*, const
                                                int64_t, int64_t, float*, float*, int);
 template void sinkhorn_step_sqeuclidean<double>(const double*, const double*, const StepArgs<double>&, int64_t,
                                                 int64_t, int64_t, int64_t, double*, double*, int);
+template void plan_dot_dense<float>(const float*, const float*, const float*, const float*, int64_t, int64_t,
+                                    int64_t, float*, int);
+template void plan_dot_dense<double>(const double*, const double*, const double*, const double*, int64_t, int64_t,
+                                     int64_t, double*, int);
+template void plan_dot_sqeuclidean<float>(const float*, const float*, const float*, const float*, const float*,
+                                          int64_t, int64_t, int64_t, int64_t, float*, int);
+template void plan_dot_sqeuclidean<double>(const double*, const double*, const double*, const double*,
+                                           const double*, int64_t, int64_t, int64_t, int64_t, double*, int);
 template void exp_approx<float>(const float*, int64_t, float*, bool);
 template void exp_approx<double>(const double*, int64_t, double*, bool);
 

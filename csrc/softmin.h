@@ -78,6 +78,17 @@ template <typename T>
 void lse_sqeuclidean(const T* x, const T* y, const T* h, const T* scale, int64_t B, int64_t n, int64_t m,
                      int64_t d, T* out, int n_threads, const std::string& isa = "auto");
 
+// The linear cost of a plan: out[b] = sum_ij P_ij C_ij with
+// P_ij = exp(hr[b, i] + hc[b, j] - scale[b] C[b, i, j]) (0 where C = +inf or
+// P underflows), hr (B, n), hc (B, m); rows summed in double. The
+// sqeuclidean variant computes C on the fly as lse_sqeuclidean does.
+template <typename T>
+void plan_dot_dense(const T* C, const T* hr, const T* hc, const T* scale, int64_t B, int64_t n, int64_t m, T* out,
+                    int n_threads, const std::string& isa = "auto");
+template <typename T>
+void plan_dot_sqeuclidean(const T* x, const T* y, const T* hr, const T* hc, const T* scale, int64_t B, int64_t n,
+                          int64_t m, int64_t d, T* out, int n_threads, const std::string& isa = "auto");
+
 // The kernels' exp applied elementwise (for accuracy tests). full_range =
 // false is the variant the kernels use, valid for x <= 0 only.
 template <typename T>
@@ -100,6 +111,12 @@ std::string softmin_isa(const std::string& isa);
   template <typename T>                                                                               \
   void sinkhorn_step_sqeuclidean(const T* x, const T* y, const StepArgs<T>& a, int64_t B, int64_t n,  \
                                  int64_t m, int64_t d, T* S, T* Tout, int n_threads);                 \
+  template <typename T>                                                                               \
+  void plan_dot_dense(const T* C, const T* hr, const T* hc, const T* scale, int64_t B, int64_t n,     \
+                      int64_t m, T* out, int n_threads);                                              \
+  template <typename T>                                                                               \
+  void plan_dot_sqeuclidean(const T* x, const T* y, const T* hr, const T* hc, const T* scale,         \
+                            int64_t B, int64_t n, int64_t m, int64_t d, T* out, int n_threads);       \
   template <typename T>                                                                               \
   void exp_approx(const T* x, int64_t count, T* out, bool full_range);                                \
   }

@@ -81,6 +81,18 @@ void sinkhorn_step_sqeuclidean(const T* x, const T* y, const StepArgs<T>& a, int
 }
 
 template <typename T>
+void plan_dot_dense(const T* C, const T* hr, const T* hc, const T* scale, int64_t B, int64_t n, int64_t m, T* out,
+                    int n_threads, const std::string& isa) {
+  FASTOT_SOFTMIN_DISPATCH(plan_dot_dense<T>, C, hr, hc, scale, B, n, m, out, n_threads)
+}
+
+template <typename T>
+void plan_dot_sqeuclidean(const T* x, const T* y, const T* hr, const T* hc, const T* scale, int64_t B, int64_t n,
+                          int64_t m, int64_t d, T* out, int n_threads, const std::string& isa) {
+  FASTOT_SOFTMIN_DISPATCH(plan_dot_sqeuclidean<T>, x, y, hr, hc, scale, B, n, m, d, out, n_threads)
+}
+
+template <typename T>
 void exp_approx(const T* x, int64_t count, T* out, bool full_range, const std::string& isa) {
   FASTOT_SOFTMIN_DISPATCH(exp_approx<T>, x, count, out, full_range)
 }
@@ -106,6 +118,15 @@ template void sinkhorn_step_sqeuclidean<float>(const float*, const float*, const
 template void sinkhorn_step_sqeuclidean<double>(const double*, const double*, const StepArgs<double>&, int64_t,
                                                 int64_t, int64_t, int64_t, double*, double*, int,
                                                 const std::string&);
+template void plan_dot_dense<float>(const float*, const float*, const float*, const float*, int64_t, int64_t,
+                                    int64_t, float*, int, const std::string&);
+template void plan_dot_dense<double>(const double*, const double*, const double*, const double*, int64_t, int64_t,
+                                     int64_t, double*, int, const std::string&);
+template void plan_dot_sqeuclidean<float>(const float*, const float*, const float*, const float*, const float*,
+                                          int64_t, int64_t, int64_t, int64_t, float*, int, const std::string&);
+template void plan_dot_sqeuclidean<double>(const double*, const double*, const double*, const double*,
+                                           const double*, int64_t, int64_t, int64_t, int64_t, double*, int,
+                                           const std::string&);
 template void exp_approx<float>(const float*, int64_t, float*, bool, const std::string&);
 template void exp_approx<double>(const double*, int64_t, double*, bool, const std::string&);
 

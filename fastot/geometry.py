@@ -141,6 +141,11 @@ class DenseGeometry(Geometry):
         return self.plan(hr, hc, scale).transpose(1, 2) @ u
 
     def cost_dot(self, hr, hc, scale):
+        if self.device.type == "cpu" and not torch.compiler.is_compiling():
+            out = _C.plan_dot_dense(
+                *map(_np, (self.C, hr, hc, scale)), num_threads=num_threads(self.C.numel())
+            )
+            return torch.from_numpy(out)
         # Eager: blocks of rows (at most ~2^22 entries over the batch), a few MB of temporaries, not
         # n x m. Compiled: one block (the compiler fuses it; a shape-dependent loop would recompile).
         rows = self.n if torch.compiler.is_compiling() else max(1, (1 << 22) // max(1, self.batch * self.m))
@@ -218,6 +223,12 @@ class PointCloudGeometry(Geometry):
         return torch.cat(out, dim=1)
 
     def cost_dot(self, hr, hc, scale):
+        if self.device.type == "cpu" and not torch.compiler.is_compiling():
+            work = self.batch * self.n * self.m * self.x.shape[2]
+            out = _C.plan_dot_sqeuclidean(
+                *map(_np, (self.x, self.y, hr, hc, scale)), num_threads=num_threads(work)
+            )
+            return torch.from_numpy(out)
         total = torch.zeros(self.batch, dtype=self.dtype, device=self.device)
         for rows, C in self._blocks(transpose=False):
             P = _plan_block(hr[:, rows, None] + hc[:, None, :] - scale[:, None, None] * C)

@@ -238,14 +238,13 @@ def sinkhorn(
             solve = (
                 _sinkhorn_ops.sinkhorn_sqeuclidean if compiling else _sinkhorn_ops.sinkhorn_sqeuclidean_impl
             )
-            f, g, n_iter, converged, error = solve(geom.x, geom.y, *options)
+            f, g, n_iter, converged, error, value = solve(geom.x, geom.y, *options)
         else:
             solve = _sinkhorn_ops.sinkhorn_dense if compiling else _sinkhorn_ops.sinkhorn_dense_impl
-            f, g, n_iter, converged, error = solve(geom.C, *options)
+            f, g, n_iter, converged, error, value = solve(geom.C, *options)
         state = SinkhornState(f=f, g=g, n_iter=n_iter, converged=converged, error=error)
         hr = log_a + state.f / eps[:, None]
         hc = log_b + state.g / eps[:, None]
-        value = geom.cost_dot(hr, hc, 1.0 / eps)
 
     value = _attach_gradients(value, geom, hr, hc, eps, state, dense_cost, points, a, b, a_full, b_full, B)
     if strict and not torch.compiler.is_compiling() and not bool(state.converged.all()):

@@ -175,3 +175,38 @@ def test_bad_arguments(rng):
         _C.sinkhorn_step_sqeuclidean(x, np.ascontiguousarray(y[:, :, :2]), **inputs)
     with pytest.raises(TypeError):
         _C.sinkhorn_step_dense(C.astype(np.float32), **inputs)  # mixed dtypes: no silent conversion
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_plan_dot_matches_float64(rng, isa, dtype, shape):
+    """<P, C> with P = exp(hr_i + hc_j - s C_ij): exponents of both signs (an unconverged plan)."""
+    B, n, m, d = shape
+    x, y = rng.standard_normal((B, n, d)), rng.standard_normal((B, m, d))
+    hr, hc, s = rng.standard_normal((B, n)), rng.standard_normal((B, m)), rng.random(B) + 0.5
+    C = sqdist(x, y)
+    C[:, 0, 0] = np.inf  # a forbidden pair counts 0
+    P = np.exp(hr[:, :, None] + hc[:, None, :] - s[:, None, None] * C)
+    want = np.where(P > 0, P * np.where(np.isfinite(C), C, 0), 0).sum((1, 2))
+    cast = lambda *a: [v.astype(dtype) for v in a]  # noqa: E731
+    got = _C.plan_dot_dense(*cast(C, hr, hc, s), num_threads=2, isa=isa)
+    # Each term inherits the rounding of its exponent: relative error ~ eps * |exponent|.
+    v = hr[:, :, None] + hc[:, None, :] - s[:, None, None] * np.where(np.isfinite(C), C, 0)
+    rtol = 8 * EPS[dtype] * (1 + float(np.abs(v).max()))
+    np.testing.assert_allclose(got, want, rtol=rtol)
+    # Online: the kernel's own cost formula (no forbidden pairs there).
+    C[:, 0, 0] = ((x[:, 0] - y[:, 0]) ** 2).sum(-1)
+    P = np.exp(hr[:, :, None] + hc[:, None, :] - s[:, None, None] * C)
+    got = _C.plan_dot_sqeuclidean(*cast(x, y, hr, hc, s), num_threads=2, isa=isa)
+    np.testing.assert_allclose(got, (P * C).sum((1, 2)), rtol=rtol * (1 if dtype == np.float64 else 4))
+
+
+def test_plan_dot_threads_identical(rng):
+    x, y = rng.standard_normal((2, 900, 7)), rng.standard_normal((2, 800, 7))
+    hr, hc, s = rng.standard_normal((2, 900)), rng.standard_normal((2, 800)), rng.random(2) + 0.5
+    C = sqdist(x, y)
+    for fn, args in ((_C.plan_dot_dense, (C,)), (_C.plan_dot_sqeuclidean, (x, y))):
+        np.testing.assert_array_equal(
+            fn(*args, hr, hc, s, num_threads=1), fn(*args, hr, hc, s, num_threads=3)
+        )

@@ -3,14 +3,16 @@
 ``fastot::sinkhorn_dense(Tensor C, Tensor log_a, Tensor log_b, Tensor epsilon, Tensor? epsilon_init,
     Tensor? f0, Tensor? g0, Tensor? mass, float? reg_m_a, float? reg_m_b, int max_iter, float? tol,
     int check_every, float epsilon_decay) -> (Tensor f, Tensor g, Tensor n_iter, Tensor converged,
-    Tensor error)``
+    Tensor error, Tensor value)``
 ``fastot::sinkhorn_sqeuclidean(Tensor x, Tensor y, ...same...)``: the cost ``|x_i - y_j|^2`` of
     ``x (B, n, d)``, ``y (B, m, d)`` computed on the fly (online mode, never ``n x m``).
 
 Shapes: ``C (B, n, m)``; ``log_a (B, n)``, ``log_b (B, m)`` (``-inf`` for zero weights); ``epsilon``,
 ``epsilon_init``, ``mass`` ``(B,)``; ``f0 (B, n)``, ``g0 (B, m)``; all one floating dtype (float32 or
 float64). Outputs: potentials ``f (B, n)``, ``g (B, m)``, ``n_iter (B,)`` int64, ``converged (B,)`` bool,
-``error (B,)``. Arguments and semantics are those of :func:`fastot.solvers.sinkhorn.sinkhorn_loop`.
+``error (B,)`` and ``value (B,)``, the linear cost ``<P, C>`` of the returned plan (computed without
+forming it: one more pass over the cost). Arguments and semantics are those of
+:func:`fastot.solvers.sinkhorn.sinkhorn_loop`.
 
 Why an op per solve: the loop's convergence test reads a flag on the host, which would break a
 ``torch.compile`` graph, and unrolling ``max_iter`` iterations into a graph makes compilation scale with
@@ -41,7 +43,7 @@ __all__ = [
     "sinkhorn_sqeuclidean_impl",
 ]
 
-Out = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+Out = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def _solve(geom: Geometry, log_a, log_b, epsilon, epsilon_init, f0, g0, mass, reg_m_a, reg_m_b, max_iter,
@@ -62,7 +64,9 @@ def _solve(geom: Geometry, log_a, log_b, epsilon, epsilon_init, f0, g0, mass, re
             g0=g0,
             mass=mass,
         )
-    return st.f, st.g, st.n_iter, st.converged, st.error
+        scale = 1.0 / epsilon
+        value = geom.cost_dot(log_a + st.f * scale[:, None], log_b + st.g * scale[:, None], scale)
+    return st.f, st.g, st.n_iter, st.converged, st.error, value
 
 
 def sinkhorn_dense_impl(
@@ -122,6 +126,7 @@ def _fake_outputs(ref: torch.Tensor, B, n, m) -> Out:
         ref.new_empty((B, m)),
         ref.new_empty((B,), dtype=torch.int64),
         ref.new_empty((B,), dtype=torch.bool),
+        ref.new_empty((B,)),
         ref.new_empty((B,)),
     )
 
