@@ -1,6 +1,6 @@
 """Type stub for fastot's torch-free C++ extension (csrc/bindings.cpp)."""
 
-from typing import overload
+from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -91,6 +91,65 @@ def lse_sqeuclidean(
     isa: str = "auto",
 ) -> npt.NDArray[np.float32]:
     """float32 overload, accumulated in float32."""
+
+def sinkhorn_step_dense(
+    C: npt.NDArray[Any],
+    hg: npt.NDArray[Any],
+    sf: npt.NDArray[Any],
+    log_a: npt.NDArray[Any],
+    coef: npt.NDArray[Any],
+    sg: npt.NDArray[Any],
+    cap: npt.NDArray[Any] | None = None,
+    active: npt.NDArray[np.uint8] | None = None,
+    num_threads: int = 1,
+    isa: str = "auto",
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """The fused Sinkhorn step over a dense cost ``C (B, n, m)`` (float32 or float64, all arrays alike).
+
+    ``S[b, i] = LSE_j (hg[b, j] - sf[b] C[b, i, j])``, ``f = min(coef[b] S, cap)``,
+    ``T[b, j] = LSE_i (log_a[b, i] + sg[b] f[b, i] - sg[b] C[b, i, j])``: the row update and, from it,
+    the next column update, in one pass over ``C``. ``hg (B, m)``, ``sf``, ``coef``, ``sg (B,)``,
+    ``log_a (B, n)``, ``cap (B, n)`` or ``None``, ``active (B,)`` uint8 or ``None`` (inactive problems are
+    skipped; their rows are NaN). Returns ``(S (B, n), T (B, m))``.
+    """
+
+def sinkhorn_step_sqeuclidean(
+    x: npt.NDArray[Any],
+    y: npt.NDArray[Any],
+    hg: npt.NDArray[Any],
+    sf: npt.NDArray[Any],
+    log_a: npt.NDArray[Any],
+    coef: npt.NDArray[Any],
+    sg: npt.NDArray[Any],
+    cap: npt.NDArray[Any] | None = None,
+    active: npt.NDArray[np.uint8] | None = None,
+    num_threads: int = 1,
+    isa: str = "auto",
+) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
+    """``sinkhorn_step_dense`` with ``C = |x_i - y_j|^2`` of ``x (B, n, d)``, ``y (B, m, d)`` computed on
+    the fly (never ``n x m``)."""
+
+def plan_dot_dense(
+    C: npt.NDArray[Any],
+    hr: npt.NDArray[Any],
+    hc: npt.NDArray[Any],
+    scale: npt.NDArray[Any],
+    num_threads: int = 1,
+    isa: str = "auto",
+) -> npt.NDArray[Any]:
+    """``out[b] = sum_ij P_ij C[b, i, j]``, ``P_ij = exp(hr[b, i] + hc[b, j] - scale[b] C[b, i, j])`` (0 where
+    ``C = +inf``); ``C (B, n, m)``, ``hr (B, n)``, ``hc (B, m)``, ``scale (B,)`` -> ``(B,)``."""
+
+def plan_dot_sqeuclidean(
+    x: npt.NDArray[Any],
+    y: npt.NDArray[Any],
+    hr: npt.NDArray[Any],
+    hc: npt.NDArray[Any],
+    scale: npt.NDArray[Any],
+    num_threads: int = 1,
+    isa: str = "auto",
+) -> npt.NDArray[Any]:
+    """``plan_dot_dense`` with the squared-Euclidean cost of ``x``, ``y`` computed on the fly."""
 
 @overload
 def _exp_approx(
