@@ -344,7 +344,8 @@ def main() -> None:
     write_csv(args.out.with_suffix(".csv"), results, floor, meta)
     title = (
         f"Conditional flow matching, 8 Gaussians → two moons: {args.steps} steps of batch {args.batch} "
-        f"per model, CPU ({args.threads} threads); W2 on {args.n_eval} samples per label"
+        f"per model, CPU ({args.threads} thread{'s' if args.threads > 1 else ''}); "
+        f"W2 on {args.n_eval} samples per label"
     )
     plot(args.out, results, floor, title)
     print(f"\nwrote {args.out} and {args.out.with_suffix('.csv')}")
