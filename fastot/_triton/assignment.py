@@ -98,6 +98,13 @@ def _sum_combine_fallback(a, b):
     return a + b
 
 
+def _lex_min_combine(d1, k1, r1, v1, d2, k2, r2, v2):
+    # the lane of least (label, key), carrying that column's row and potential along
+    first = (d1 < d2) | ((d1 == d2) & (k1 < k2))
+    return tl.where(first, d1, d2), tl.where(first, k1, k2), tl.where(first, r1, r2), tl.where(first, v1, v2)
+
+
+_lex_min = None  # the jitted _lex_min_combine, set by _kernel
 _min_combine = getattr(tl.standard, "_elementwise_min", None)
 _max_combine = getattr(tl.standard, "_elementwise_max", None)
 _sum_combine = getattr(tl.standard, "_sum_combine", None)
@@ -116,6 +123,7 @@ def _lsa_block_kernel(
     stride_cb,
     BLOCK_M: tl.constexpr,
     INIT: tl.constexpr,
+    FUSED: tl.constexpr,
 ):
     # One problem C[b] (R x M, row-major, R <= M <= BLOCK_M); column state in registers. With INIT,
     # the starting v and column owners are read from V and ROW4COL (a warm start); else v = 0 and
@@ -154,20 +162,24 @@ def _lsa_block_kernel(
             dist = tl.where(upd, x, dist)
             pred = tl.where(upd, i, pred)
             dm = tl.where(scanned == 0, dist, inf_v)
-            lowest = tl.reduce(dm, 0, _min_combine)
-            # least label; among equal labels an unassigned column first (it ends the path), then the
-            # lowest index
-            key = tl.where(dm == lowest, idx + tl.where(row4col < 0, 0, BLOCK_M), 2 * BLOCK_M)
-            kmin = tl.reduce(key, 0, _min_combine)
+            # The least label; among equal labels an unassigned column first (it ends the path), then
+            # the lowest index. The next row is the one assigned to that column j; its potential
+            # u_i = C_ij - v_j gives the offset h of its relaxation.
+            key = idx + tl.where(row4col < 0, 0, BLOCK_M)
+            if FUSED:  # one reduction (fewer barriers on a GPU)
+                lowest, kmin, i_next, vj = tl.reduce((dm, key, row4col, v), 0, _lex_min)
+            else:  # per-operand reductions (what the interpreter runs fast)
+                lowest = tl.reduce(dm, 0, _min_combine)
+                kmin = tl.reduce(tl.where(dm == lowest, key, 2 * BLOCK_M), 0, _min_combine)
+                at_k = idx == tl.where(kmin < BLOCK_M, kmin, kmin - BLOCK_M)
+                i_next = tl.reduce(tl.where(at_k, row4col, -1), 0, _max_combine)
+                vj = tl.reduce(tl.where(at_k, v, 0.0), 0, _sum_combine)
             feasible = lowest < float("inf")
             j = tl.where(kmin < BLOCK_M, kmin, kmin - BLOCK_M)
-            at_j = idx == j
             status = tl.where(feasible, status, 1)  # STATUS_INFEASIBLE
             sink = tl.where(feasible, tl.where(kmin < BLOCK_M, j, -1), 0)
-            scanned = tl.where(at_j, 1, scanned)
-            # next row: the one assigned to column j; its potential u_i = C_ij - v_j gives the offset
-            i_next = tl.reduce(tl.where(at_j, row4col, -1), 0, _max_combine)
-            vj = tl.reduce(tl.where(at_j, v, 0.0), 0, _sum_combine)
+            scanned = tl.where(idx == j, 1, scanned)
+            i_next = tl.where(feasible, i_next, -1)
             cij = tl.load(c_base + i_next * M + j, mask=(i_next >= 0) & (sink < 0), other=0.0)
             h = tl.where(feasible, cij - vj - lowest, zero)
             i = tl.maximum(i_next, 0)
@@ -312,7 +324,9 @@ _BODIES: dict[str, Callable[..., Any]] = {"block": _lsa_block_kernel, "chunked":
 @functools.cache
 def _kernel(name: str, interpret: bool):
     """The jitted kernel ``name`` (one per interpreter mode, built on first use)."""
-    global _min_combine, _max_combine, _sum_combine
+    global _lex_min, _min_combine, _max_combine, _sum_combine
+    if _lex_min is None:
+        _lex_min = triton.jit(_lex_min_combine)
     if _min_combine is None:  # not in this triton version's standard library: our own
         _min_combine = triton.jit(_min_combine_fallback)
     if _max_combine is None:
@@ -441,6 +455,7 @@ def solve_lsa(
     warm_start: bool | str = True,
     block_cap: int | None = None,
     wrap: Callable[[Any], Any] | None = None,
+    fused_argmin: bool | None = None,
     stats: dict[str, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Solve a batch of (minimisation) assignment problems exactly, one program per problem.
@@ -457,6 +472,8 @@ def solve_lsa(
             columns use the chunked kernel with chunks of ``block_cap`` columns. Default: 4096 on a
             GPU, 64 under the interpreter.
         wrap: applied to the kernels before launching (``torch.library.wrap_triton`` in a ``triton_op``).
+        fused_argmin: pick each Dijkstra step's column with one 4-operand reduction (default on a
+            GPU) instead of four reductions (default under the interpreter, which runs those fast).
         stats: if a dict is given, it receives ``"free"`` (B,) (rows left free by the warm start,
             i.e. augmenting paths searched) and ``"steps"`` (B,) (Dijkstra steps, each one pass over a
             row of ``C``): the work that sets the kernel's time.
@@ -510,7 +527,8 @@ def solve_lsa(
         block_m = max(16, triton.next_power_of_2(M))
         launch[(B,)](
             C, col4row, u, v, row4col, status, steps, R, M, C.stride(0),
-            BLOCK_M=block_m, INIT=warm, num_warps=1 if interpret else _block_warps(block_m),
+            BLOCK_M=block_m, INIT=warm, FUSED=not interpret if fused_argmin is None else bool(fused_argmin),
+            num_warps=1 if interpret else _block_warps(block_m),
         )  # fmt: skip
     else:
         chunk = cap if block_cap is not None or interpret else _CHUNK

@@ -123,6 +123,19 @@ def test_batched_equals_loop(torch_gen, cap):
         assert int(s1[0]) == int(status[b]) == 0
 
 
+@pytest.mark.parametrize("fused", [False, True])
+def test_fused_and_separate_reductions_agree(torch_gen, fused):
+    # the GPU default picks each step's column with one 4-operand reduction; the interpreter runs
+    # such a reduction lane by lane in Python, so it is checked here on small problems only
+    C = torch.randint(0, 5, (2, 9, 9), generator=torch_gen).to(F64)  # ties
+    W = torch.rand(1, 5, 12, generator=torch_gen, dtype=F32)
+    for cost in (C, W):
+        out = _solve(cost, fused_argmin=fused, warm_start=False)
+        _check_batch(cost, *out)
+        ref = _solve(cost, fused_argmin=not fused, warm_start=False)
+        torch.testing.assert_close(out[0], ref[0], rtol=0, atol=0)  # same tie rules, same answer
+
+
 def test_kernels_agree_across_block_and_chunks(torch_gen):
     # same algorithm, same tie rules: the register block and the chunked walk give the same optimum
     C = torch.randint(0, 4, (2, 19, 19), generator=torch_gen).to(F64)

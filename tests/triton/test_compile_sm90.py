@@ -101,12 +101,13 @@ def resources(kernel):
     return (int(m.group(1)), int(m.group(2))) if m else (None, None)
 
 # (kernel, dtype, num_warps as the launcher picks them, constexprs)
-BW = assignment._block_warps
+BW, CAP = assignment._block_warps, assignment._BLOCK_CAP
 assignment_cases = [
-    ("block", F32, BW(64), {"BLOCK_M": 64, "INIT": True}),
-    ("block", F64, BW(256), {"BLOCK_M": 256, "INIT": False}),
-    ("block", F32, BW(1024), {"BLOCK_M": 1024, "INIT": True}),
-    ("block", F64, BW(assignment._BLOCK_CAP), {"BLOCK_M": assignment._BLOCK_CAP, "INIT": True}),
+    ("block", F32, BW(64), {"BLOCK_M": 64, "INIT": True, "FUSED": True}),
+    ("block", F64, BW(256), {"BLOCK_M": 256, "INIT": False, "FUSED": True}),
+    ("block", F32, BW(1024), {"BLOCK_M": 1024, "INIT": True, "FUSED": True}),
+    ("block", F64, BW(CAP), {"BLOCK_M": CAP, "INIT": True, "FUSED": True}),
+    ("block", F32, BW(CAP), {"BLOCK_M": CAP, "INIT": True, "FUSED": False}),
     ("chunked", F32, 8, {"BLOCK": assignment._CHUNK}),
     ("chunked", F64, 8, {"BLOCK": assignment._CHUNK}),
 ]
@@ -135,7 +136,7 @@ def test_kernels_compile_for_sm90():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(results) >= 20, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(results) >= 21, proc.stdout[-3000:] + proc.stderr[-3000:]
     failed = [r for r in results if not r["ok"]]
     assert not failed, "\n".join(f"{r['case']}: {r['error']}" for r in failed)
     spilled = [r for r in results if r["stack"] is not None and r["stack"] > MAX_STACK]
