@@ -116,11 +116,17 @@ def sinkhorn_loop(
     # from them, the columns of iteration `it + 1` (one pass over the cost for both on CPU).
     eps = eps_at(0)
     g_new = col_update(geom.lse_cols(log_a + f / eps[:, None], 1.0 / eps), eps)
-    for it in range(max_iter):
+
+    def temperatures(it: int):
+        """``eps``, ``eps_next``, their inverses and ``coef`` (``f = coef * S`` before the partial
+        projections) of iteration ``it``."""
         eps, eps_next = eps_at(it), eps_at(it + 1)
-        scale, scale_next = 1.0 / eps, 1.0 / eps_next
-        coef = -_tau(reg_m[0], eps) * eps[:, None]  # f = coef * S (before the partial projections)
-        coef = coef.expand(B, 1)[:, 0].contiguous()
+        coef = (-_tau(reg_m[0], eps) * eps[:, None]).expand(B, 1)[:, 0].contiguous()
+        return eps, eps_next, 1.0 / eps, 1.0 / eps_next, coef
+
+    fixed = temperatures(0) if epsilon_init is None else None  # no scaling: the same every iteration
+    for it in range(max_iter):
+        eps, eps_next, scale, scale_next, coef = fixed or temperatures(it)
         cap = lam[:, None] - eps[:, None] * log_a if mass is not None else None  # row projection P 1 <= a
         S, T = geom.step(
             log_b + g_new * scale[:, None],
