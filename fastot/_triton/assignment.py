@@ -391,10 +391,13 @@ def _rows_take_best(C: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, tor
     return row4col, n - (owner < n).sum(1)
 
 
-def _lse(C32: torch.Tensor, h: torch.Tensor, scale: torch.Tensor, transpose: bool) -> torch.Tensor:
+def _lse(
+    C32: torch.Tensor, h: torch.Tensor, scale: torch.Tensor, transpose: bool, kernel: bool
+) -> torch.Tensor:
     """``log sum exp(h - scale C)`` over columns (over rows with ``transpose``): fastot's fused Triton
-    kernel on CUDA (one read of ``C`` per pass), plain torch elsewhere (e.g. under the interpreter)."""
-    if C32.device.type == "cuda":
+    kernel (one read of ``C`` per pass; the default on CUDA), or plain torch (elsewhere, e.g. under the
+    interpreter, where the kernel would be slow)."""
+    if kernel:
         return lse_dense(C32, h, scale, transpose)
     s = scale[:, None, None]
     if transpose:
@@ -402,9 +405,12 @@ def _lse(C32: torch.Tensor, h: torch.Tensor, scale: torch.Tensor, transpose: boo
     return torch.logsumexp(h[:, None, :] - s * C32, dim=2)
 
 
-def _entropic_potentials(C: torch.Tensor) -> torch.Tensor:
+def _entropic_potentials(C: torch.Tensor, kernel: bool | None = None) -> torch.Tensor:
     """Column potentials ``g (B, m)`` from log-domain Sinkhorn sweeps (float32, uniform weights, a
-    decreasing temperature); ``+inf`` entries are zero-weight terms, non-finite results become 0."""
+    decreasing temperature); ``+inf`` entries are zero-weight terms, non-finite results become 0.
+    ``kernel``: use the fused Triton LSE kernel (default: on CUDA)."""
+    if kernel is None:
+        kernel = C.device.type == "cuda"
     C32 = C.to(torch.float32)
     fin = torch.isfinite(C32)
     hi = torch.where(fin, C32, float("-inf")).amax(2)
@@ -415,9 +421,9 @@ def _entropic_potentials(C: torch.Tensor) -> torch.Tensor:
     g = torch.zeros(C.shape[0], C.shape[2], dtype=torch.float32, device=C.device)
     for _ in range(sweeps):
         # f_i = softmin_eps_j (C_ij - g_j), then g_j = softmin_eps_i (C_ij - f_i)
-        f = -eps[:, None] * _lse(C32, g / eps[:, None], 1.0 / eps, False)
+        f = -eps[:, None] * _lse(C32, g / eps[:, None], 1.0 / eps, False, kernel)
         f = torch.where(torch.isfinite(f), f, 0.0)
-        g = -eps[:, None] * _lse(C32, f / eps[:, None], 1.0 / eps, True)
+        g = -eps[:, None] * _lse(C32, f / eps[:, None], 1.0 / eps, True, kernel)
         g = torch.where(torch.isfinite(g), g, 0.0)
         eps = eps * decay
     return g

@@ -93,6 +93,18 @@ def test_warm_starts_give_the_optimum(torch_gen, warm_start, cap):
         assert (free < 20).all()
 
 
+def test_entropic_sweeps_kernel_and_torch_agree(torch_gen):
+    # on CUDA the sweeps run fastot's lse_dense kernel; elsewhere the same formula in torch
+    x = torch.randn(2, 13, 3, generator=torch_gen, dtype=F64)
+    C = (torch.cdist(x, torch.randn(2, 13, 3, generator=torch_gen, dtype=F64) + 1.0) ** 2).to(DEVICE)
+    C[0, 3, :5] = float("inf")
+    g_kernel = tas._entropic_potentials(C, kernel=True)
+    g_torch = tas._entropic_potentials(C, kernel=False)
+    assert g_kernel.dtype == F32 and torch.isfinite(g_kernel).all()
+    scale = float(C[torch.isfinite(C)].abs().max())
+    torch.testing.assert_close(g_kernel, g_torch, rtol=0, atol=1e-5 * scale)
+
+
 def test_warm_start_state_is_a_valid_start(torch_gen):
     C = torch.rand(3, 15, 15, generator=torch_gen, dtype=F64)
     C[0, :, 4] = float("inf")  # a column nobody may use (infeasible problem)
