@@ -11,6 +11,8 @@ tolerance is float32's unit roundoff in place of float64's.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -338,3 +340,10 @@ def test_launcher_empty_and_errors():
 def test_cpu_tensors_stay_on_the_cpu_kernel():
     # the op's CPU path is the C++ solver whatever is importable; only CUDA costs reach Triton
     assert ops_assignment._cuda_solver(torch.zeros(2, 2)) is None
+    assert ops_assignment._triton_solver() is tas.solve_lsa
+
+
+def test_without_triton_cuda_costs_take_the_host_round_trip(monkeypatch):
+    # an unimportable kernel module (e.g. no triton) leaves no solver: the op then copies to the host
+    monkeypatch.setitem(sys.modules, "fastot._triton.assignment", None)
+    assert ops_assignment._triton_solver() is None
