@@ -389,3 +389,39 @@ def test_epsilon_scaling_stops_only_at_final_epsilon(rng):
     ref = fastot.sinkhorn(cost=T(M), epsilon=0.01, tol=1e-12, max_iter=50000)
     assert bool(out.converged) and int(out.n_iter) > 7  # 1 * 0.5^7 > 0.01: at least 8 iterations
     torch.testing.assert_close(out.plan(), ref.plan(), atol=1e-5, rtol=0)
+
+
+def test_gradcheck_regularized_objective(rng):
+    """float64 gradcheck: the gradients attached to ``value`` (envelope theorem, POT's sinkhorn2
+    convention) are the exact derivatives of the entropic objective ``<P, C> + eps KL(P | a b^T)`` at the
+    optimum, with respect to a dense cost, to points (dense and online) and to the weights."""
+    eps = 0.3
+
+    def objective(out, a, b):
+        P = out.plan().detach()
+        ab = a.detach()[:, None] * b.detach()[None, :]
+        kl = (torch.where(P > 0, P * (P / ab).log(), 0) - P + ab).sum()
+        return out.value + eps * kl  # the KL term is a constant to autograd; its value moves the objective
+
+    def solve(**kw):
+        return fastot.sinkhorn(epsilon=eps, tol=1e-14, max_iter=100000, **kw)
+
+    a0, b0 = T(simplex(rng, 5)), T(simplex(rng, 4))
+    M = T(rng.uniform(0.0, 1.0, (5, 4))).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda M: objective(solve(cost=M, a=a0, b=b0), a0, b0), (M,), atol=1e-6)
+    x = T(rng.standard_normal((5, 2))).requires_grad_(True)
+    y = T(rng.standard_normal((4, 2))).requires_grad_(True)
+    for mode in ("dense", "online"):
+        fn = lambda x, y, mode=mode: objective(solve(x=x, y=y, a=a0, b=b0, mode=mode), a0, b0)  # noqa: E731
+        assert torch.autograd.gradcheck(fn, (x, y), atol=1e-6)
+    # Weights: the objective's derivative along the simplex (directions summing to 0) is f (resp. g) up to
+    # the constant that the potentials' gauge leaves free, so check directional derivatives.
+    a = a0.clone().requires_grad_(True)
+    out = solve(cost=M.detach(), a=a, b=b0)
+    (ga,) = torch.autograd.grad(out.value, a)
+    u = T(rng.standard_normal(5))
+    u = u - u.mean()
+    h = 1e-6
+    num = (objective(solve(cost=M.detach(), a=a0 + h * u, b=b0), a0 + h * u, b0)
+           - objective(solve(cost=M.detach(), a=a0 - h * u, b=b0), a0 - h * u, b0)) / (2 * h)  # fmt: skip
+    torch.testing.assert_close((ga * u).sum(), num.detach(), atol=1e-6, rtol=1e-6)
