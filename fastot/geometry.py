@@ -107,8 +107,11 @@ def _plan_block(log_kernel: torch.Tensor) -> torch.Tensor:
 
 
 class DenseGeometry(Geometry):
-    """A materialised cost ``C (B, n, m)`` (float32 or float64); the reductions are the
-    ``fastot::lse_dense`` op (C++ on CPU, Triton on CUDA), one pass over ``C`` each."""
+    """A materialised cost ``C (B, n, m)`` (float32 or float64). The reductions are the
+    ``fastot::lse_dense`` op (C++ on CPU, Triton on CUDA), one pass over ``C`` each; on CPU a Sinkhorn
+    ``step`` does both in one pass (``_C.sinkhorn_step_dense``) and ``<P, C>`` is one more
+    (``_C.plan_dot_dense``). ``plan`` forms ``P``; ``apply`` and ``<P, C>`` elsewhere go by blocks of
+    rows (a few MB of temporaries)."""
 
     def __init__(self, C: torch.Tensor):
         self.C = C.contiguous()
@@ -134,11 +137,23 @@ class DenseGeometry(Geometry):
     def plan(self, hr, hc, scale):
         return _plan_block(self._log_kernel(hr, hc, scale))
 
+    def _row_blocks(self):
+        """Row slices of at most ~2^22 entries over the batch (eager), or one slice (compiled: the
+        compiler fuses it, and a shape-dependent loop would recompile)."""
+        rows = self.n if torch.compiler.is_compiling() else max(1, (1 << 22) // max(1, self.batch * self.m))
+        return [slice(s, min(s + rows, self.n)) for s in range(0, self.n, rows)]
+
+    def _plan_rows(self, hr, hc, scale, sl):
+        return _plan_block(hr[:, sl, None] + hc[:, None, :] - scale[:, None, None] * self.C[:, sl])
+
     def apply(self, hr, hc, scale, v):
-        return self.plan(hr, hc, scale) @ v
+        return torch.cat([self._plan_rows(hr, hc, scale, sl) @ v for sl in self._row_blocks()], dim=1)
 
     def apply_transpose(self, hr, hc, scale, u):
-        return self.plan(hr, hc, scale).transpose(1, 2) @ u
+        out = 0
+        for sl in self._row_blocks():
+            out = out + self._plan_rows(hr, hc, scale, sl).transpose(1, 2) @ u[:, sl]
+        return out
 
     def cost_dot(self, hr, hc, scale):
         if self.device.type == "cpu" and not torch.compiler.is_compiling():
@@ -146,16 +161,11 @@ class DenseGeometry(Geometry):
                 *map(_np, (self.C, hr, hc, scale)), num_threads=num_threads(self.C.numel())
             )
             return torch.from_numpy(out)
-        # Eager: blocks of rows (at most ~2^22 entries over the batch), a few MB of temporaries, not
-        # n x m. Compiled: one block (the compiler fuses it; a shape-dependent loop would recompile).
-        rows = self.n if torch.compiler.is_compiling() else max(1, (1 << 22) // max(1, self.batch * self.m))
         total = torch.zeros(self.batch, dtype=self.dtype, device=self.device)
-        for start in range(0, self.n, rows):
-            sl = slice(start, min(start + rows, self.n))
-            C = self.C[:, sl]
-            P = _plan_block(hr[:, sl, None] + hc[:, None, :] - scale[:, None, None] * C)
+        for sl in self._row_blocks():
+            P = self._plan_rows(hr, hc, scale, sl)
             # Forbidden pairs carry P = 0 and C = inf: their product counts as 0.
-            total = total + torch.where(P > 0, P * C, 0).sum((1, 2))
+            total = total + torch.where(P > 0, P * self.C[:, sl], 0).sum((1, 2))
         return total
 
 
@@ -163,9 +173,11 @@ class PointCloudGeometry(Geometry):
     """Squared Euclidean cost between ``x (B, n, d)`` and ``y (B, m, d)``, never stored.
 
     The per-iteration reductions are the ``fastot::lse_sqeuclidean`` op (tiles of the cost computed
-    in registers: memory ``O((n + m) d)``); the once-per-solve products (``apply``, ``<P, C>``) go
-    through blocks of rows holding at most ``block_entries`` cost entries each (default 2^16 per
-    problem: a few hundred kB of temporaries, independent of ``n * m``).
+    in registers: memory ``O((n + m) d)``); on CPU a Sinkhorn ``step`` computes each tile once for both
+    c-transforms (``_C.sinkhorn_step_sqeuclidean``, a panel of at most 1 MB per thread) and ``<P, C>``
+    is ``_C.plan_dot_sqeuclidean``. ``apply`` (and ``<P, C>`` on other devices) go through blocks of
+    rows holding at most ``block_entries`` cost entries each (default 2^16 per problem: a few hundred
+    kB of temporaries, independent of ``n * m``).
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, block_entries: int = 1 << 16):
