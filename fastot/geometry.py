@@ -161,6 +161,9 @@ class DenseGeometry(Geometry):
                 *map(_np, (self.C, hr, hc, scale)), num_threads=num_threads(self.C.numel())
             )
             return torch.from_numpy(out)
+        return self._cost_dot_blocks(hr, hc, scale)
+
+    def _cost_dot_blocks(self, hr, hc, scale):
         total = torch.zeros(self.batch, dtype=self.dtype, device=self.device)
         for sl in self._row_blocks():
             P = self._plan_rows(hr, hc, scale, sl)
@@ -241,6 +244,9 @@ class PointCloudGeometry(Geometry):
                 *map(_np, (self.x, self.y, hr, hc, scale)), num_threads=num_threads(work)
             )
             return torch.from_numpy(out)
+        return self._cost_dot_blocks(hr, hc, scale)
+
+    def _cost_dot_blocks(self, hr, hc, scale):
         total = torch.zeros(self.batch, dtype=self.dtype, device=self.device)
         for rows, C in self._blocks(transpose=False):
             P = _plan_block(hr[:, rows, None] + hc[:, None, :] - scale[:, None, None] * C)
