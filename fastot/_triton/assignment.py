@@ -548,7 +548,7 @@ def solve_lsa(
             col4row = full.scatter_(1, rows_of, col_ids)[:, :R].contiguous()
         launch[(B,)](
             C, col4row, v, dist, pred, row4col, scan, status, steps, R, M, C.stride(0),
-            BLOCK=chunk, num_warps=1 if interpret else 8,
+            BLOCK=chunk, num_warps=1 if interpret else _block_warps(chunk),
         )  # fmt: skip
         # u_i = C_i,col4row[i] - v_col4row[i] (the chunked kernel keeps only v)
         cols = col4row.clamp_min(0)
