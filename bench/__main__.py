@@ -14,6 +14,7 @@ from bench import set_thread_env
 FAMILIES: dict[str, str] = {
     "assignment": "bench.assignment",
     "sinkhorn": "bench.sinkhorn",
+    "coupling": "bench.coupling",
 }
 
 

@@ -200,10 +200,14 @@ def fused_cost(
     kind: str | None,
     *,
     center: str = "common",
+    clamp: bool = True,
 ) -> torch.Tensor:
     """The fused conditional cost without validation, in ``x``'s (compute) dtype. ``kind`` is a concrete
-    condition cost (``"label"``, ``"sqeuclidean"``, ``"cosine"``) or ``None`` for no condition."""
+    condition cost (``"label"``, ``"sqeuclidean"``, ``"cosine"``) or ``None`` for no condition.
+    ``clamp=False``: rounding may leave tiny negative entries (an assignment solver does not mind), and for
+    few coordinates the whole cost is then one matrix product (see below)."""
     w = cond_weight
+    fresh = False  # x, y are our own copies (then centre them in place: one n x (d + e) copy, not two)
     if kind in ("sqeuclidean", "cosine"):
         u0, u1 = y0.to(x.dtype), y1.to(x.dtype)
         if kind == "cosine":
@@ -215,17 +219,25 @@ def fused_cost(
         by = torch.broadcast_shapes(y.shape[:-2], u1.shape[:-2])
         x = torch.cat([x.expand(*bx, *x.shape[-2:]), (s * u0).expand(*bx, *u0.shape[-2:])], -1)
         y = torch.cat([y.expand(*by, *y.shape[-2:]), (s * u1).expand(*by, *u1.shape[-2:])], -1)
+        fresh = True
     if center in ("separate", "interaction"):
-        x = x - x.mean(-2, keepdim=True).detach()
-        y = y - y.mean(-2, keepdim=True).detach()
+        sx, sy = x.mean(-2, keepdim=True).detach(), y.mean(-2, keepdim=True).detach()
     else:
         n, m = x.shape[-2], y.shape[-2]
-        shift = ((x.sum(-2, keepdim=True) + y.sum(-2, keepdim=True)) / torch.sym_max(n + m, 1)).detach()
-        x, y = x - shift, y - shift
+        sx = sy = ((x.sum(-2, keepdim=True) + y.sum(-2, keepdim=True)) / torch.sym_max(n + m, 1)).detach()
+    x, y = (x.sub_(sx), y.sub_(sy)) if fresh else (x - sx, y - sy)
     if center == "interaction":
         # |x_i - y_j|^2 minus |x_i|^2 and |y_j|^2: a row and a column constant (the same optimal balanced
         # couplings), one matrix product and nothing else; no cancellation between large norms either.
         C = torch.matmul(x, y.mT).mul_(-2.0)
+    elif not clamp and x.shape[-1] <= 64:
+        # One product writes the finished matrix: [x_i, |x_i|^2, 1] . [-2 y_j, 1, |y_j|^2]. (Separate
+        # passes for the norms, the bias and the clamp each cost as much as the product at small d.)
+        xx = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()
+        yy = torch.linalg.vector_norm(y, dim=-1, keepdim=True).square()
+        C = torch.matmul(
+            torch.cat([x, xx, torch.ones_like(xx)], -1), torch.cat([-2.0 * y, torch.ones_like(yy), yy], -1).mT
+        )
     else:
         C = sqeuclidean(x, y)
     if kind == "label":

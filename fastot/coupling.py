@@ -265,14 +265,19 @@ def solve_coupling(
             # distances (the Jonker-Volgenant solver runs 2-2.5x faster on them than on -2<a_i, b_j> at
             # d = 2, measured at n = 1024); many features: the product alone (no norm or clamp passes).
             center = ("interaction" if d > 64 else "separate") if n0 == n1 else "common"
-            C = fused_cost(a, b, c0, c1, w, kind, center=center)
+            C = fused_cost(a, b, c0, c1, w, kind, center=center, clamp=False)
             # A non-finite input propagates to NaN through the centring (inf - inf); an overflowing cost is
             # +inf, which the solver would read as a forbidden pair: make both NaN so the solver rejects
             # them. Forbidden pairs of a hard class constraint stay +inf.
             if not compiling:
-                # Inputs are finite (checked above), so only an overflow makes a cost non-finite: one
-                # reduction finds it (cheaper than rewriting the matrix).
-                if not math.isfinite(float(C.max())):
+                # A non-finite input, or an overflow, makes some cost non-finite. Few coordinates: bound the
+                # cost by the inputs (an (n + m) d pass); else one reduction over the cost.
+                if kind is None and (n0 + n1) * d < n0 * n1:
+                    big = float(torch.maximum(a.abs().amax(), b.abs().amax())) if n0 and n1 else 0.0
+                    ok = math.isfinite(big) and 4 * d * big * big < torch.finfo(C.dtype).max / 4
+                else:
+                    ok = math.isfinite(float(C.max())) if C.numel() else True
+                if not ok:
                     _check_finite(x0, x1)
                     raise ValueError(
                         f"the cost overflows {C.dtype}: x0, x1 (or the conditions times cond_weight) "
