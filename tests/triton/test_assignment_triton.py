@@ -16,6 +16,9 @@ import sys
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from lsa_checks import (
     assert_dual_certificate,
     assert_dual_certificate_any,
@@ -24,6 +27,8 @@ from lsa_checks import (
 )
 
 pytest.importorskip("triton")
+
+from scipy.optimize import linear_sum_assignment as scipy_lsa
 
 from fastot._triton import assignment as tas
 from fastot._triton.softmin import interpreting
@@ -277,6 +282,41 @@ def test_device_path_parity(torch_gen, shape, maximize):
     for b in range(Cn.shape[0]):
         assert_optimal(Cn[b], rn[b], cn[b], maximize=maximize)
         assert_dual_certificate_any(Cn[b], rn[b], cn[b], un[b], vn[b], maximize=maximize)
+
+
+@st.composite
+def _costs(draw):
+    # small integer (tie-heavy) or float costs, any orientation, a batch of 1-2, some forbidden pairs
+    B, n, m = draw(st.integers(1, 2)), draw(st.integers(1, 9)), draw(st.integers(1, 9))
+    elements = draw(st.sampled_from([st.integers(0, 3).map(float), st.floats(-1e3, 1e3, width=64)]))
+    C = draw(hnp.arrays(np.float64, (B, n, m), elements=elements))
+    if draw(st.booleans()):
+        C[draw(hnp.arrays(np.bool_, (B, n, m)))] = np.inf
+    return C, draw(st.booleans())
+
+
+@settings(max_examples=25)
+@given(_costs())
+def test_device_path_properties(problem):
+    C, maximize = problem
+    if maximize:
+        C = np.where(np.isinf(C), -np.inf, C)  # forbidden when maximising
+    feasible = []
+    for Cb in C:
+        try:
+            scipy_lsa(Cb, maximize=maximize)
+            feasible.append(True)
+        except ValueError:
+            feasible.append(False)
+    if not all(feasible):
+        with pytest.raises(ValueError, match="infeasible"):
+            _device_solve(torch.from_numpy(C), maximize)
+        return
+    row_ind, col_ind, u, v = _device_solve(torch.from_numpy(C), maximize)
+    for b in range(C.shape[0]):
+        r, c = row_ind[b].numpy(), col_ind[b].numpy()
+        assert_optimal(C[b], r, c, maximize=maximize)
+        assert_dual_certificate_any(C[b], r, c, u[b].numpy(), v[b].numpy(), maximize=maximize)
 
 
 @pytest.mark.parametrize(
