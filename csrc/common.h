@@ -6,8 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <exception>
-#include <thread>
-#include <vector>
+#include <type_traits>
 
 #if defined(FASTOT_HAVE_OPENMP)
 #include <omp.h>
@@ -25,11 +24,15 @@ enum class Status : int {
 // Runs fn(t, w) for t in [0, n_tasks) on at most n_threads threads, w in
 // [0, n_workers(n_tasks, n_threads)) naming the worker (for per-worker scratch).
 // Tasks are handed out one at a time (problems in a batch can differ a lot in
-// cost), and the caller's thread works too, so n_threads == 1 spawns nothing.
-// fn must not throw.
+// cost), and the caller's thread works too (w = 0), so n_threads == 1 uses no
+// other thread. The others come from a process-wide pool of sleeping workers
+// (thread_pool.cpp). fn must not throw.
 inline int n_workers(int64_t n_tasks, int n_threads) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(n_threads, n_tasks)));
 }
+
+using TaskFn = void (*)(void* ctx, int64_t t, int w);
+void pool_run(int64_t n_tasks, int n_threads, TaskFn fn, void* ctx);
 
 template <typename Fn>
 void parallel_for(int64_t n_tasks, int n_threads, Fn&& fn) {
@@ -42,15 +45,9 @@ void parallel_for(int64_t n_tasks, int n_threads, Fn&& fn) {
 #pragma omp parallel for schedule(dynamic, 1) num_threads(n_threads)
   for (int64_t t = 0; t < n_tasks; ++t) fn(t, omp_get_thread_num());
 #else
-  std::atomic<int64_t> next{0};
-  auto worker = [&](int w) {
-    for (int64_t t = next.fetch_add(1); t < n_tasks; t = next.fetch_add(1)) fn(t, w);
-  };
-  std::vector<std::thread> pool;
-  pool.reserve(n_threads - 1);
-  for (int w = 1; w < n_threads; ++w) pool.emplace_back(worker, w);
-  worker(0);
-  for (auto& th : pool) th.join();
+  using F = std::remove_reference_t<Fn>;
+  pool_run(n_tasks, n_threads, [](void* ctx, int64_t t, int w) { (*static_cast<F*>(ctx))(t, w); },
+           const_cast<void*>(static_cast<const void*>(&fn)));
 #endif
 }
 
