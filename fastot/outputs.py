@@ -78,7 +78,8 @@ class SinkhornOutput:
             gradient is ``P`` for a dense cost, ``f`` for ``a`` and ``g`` for ``b``.
         n_iter: ``(...)`` int64 iterations each problem ran.
         converged: ``(...)`` bool: the marginal error fell below ``tol`` at the final temperature.
-        error: ``(...)`` the last measured error (see :func:`fastot.sinkhorn`).
+        error: ``(...)`` the last measured error, that of the returned potentials (see
+            :func:`fastot.sinkhorn`; ``inf`` if epsilon scaling had not reached ``epsilon``).
         epsilon: ``(...)`` the temperature used.
     """
 

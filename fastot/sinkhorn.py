@@ -107,9 +107,12 @@ def sinkhorn(
         tol: stop a problem when its error is at most ``tol``: the L1 error of the column marginal
             (balanced; the row marginal is exact after each iteration), or the largest change of
             ``f``, ``g`` over an iteration divided by ``epsilon`` (unbalanced). ``None`` runs exactly
-            ``max_iter`` iterations with no host synchronisation (the mode to use under
-            ``torch.compile`` / CUDA graphs).
-        check_every: measure the error every this many iterations.
+            ``max_iter`` iterations with no host synchronisation: the mode that CUDA graphs can
+            capture. Under ``torch.compile(fullgraph=True)`` both work: the whole solve is one op
+            (``fastot::sinkhorn_dense`` / ``fastot::sinkhorn_sqeuclidean``), whatever ``tol`` and
+            ``max_iter``.
+        check_every: measure the error every this many iterations (a host synchronisation on GPU);
+            converged problems of a batch are skipped from then on.
         epsilon_init: epsilon scaling: start at this temperature and multiply by ``epsilon_decay`` each
             iteration down to ``epsilon`` (stopping is only allowed at ``epsilon``).
         f_init, g_init: warm start potentials ``(..., n)``, ``(..., m)`` (e.g. from a previous step).
