@@ -100,14 +100,15 @@ def couple(
             ``min(n0_c, n1_c)`` pairs), and required for embeddings unless ``target_r`` is given.
         cond_cost: ``"auto"`` (labels: mismatch ``1[y0_i != y1_j]``; embeddings: squared Euclidean),
             ``"label"``, ``"sqeuclidean"`` or ``"cosine"`` (``1 - cos``).
-        target_r: adapt ``cond_weight`` (C²OT's ``target_r``): the weight is searched (doubling/halving from
+        target_r: adapt ``cond_weight`` (C²OT's ``target_r``): the weight is searched (x4 or /4 steps from
             ``cond_weight`` or 1, then bisection, at most ``max_weight_iter`` evaluations, stop when within
             ``target_r_tol``) so that a fraction ``target_r`` of the entries ``(i, j)`` satisfy
             ``M_ij + w C_ij <= M_ii`` (``M`` the point cost; at most 1024 rows are sampled for the count).
             Eager mode only. :class:`Coupler` keeps the weight between steps, as C²OT does.
         epsilon: absolute temperature of the entropic methods (POT's ``reg`` on this cost). Default
             ``None``: ``epsilon_rel * s`` with ``s`` the root-mean-square of the double-centred cost
-            ``C_ij - mean_j C_ij - mean_i C_ij + mean C``, the part of the cost a balanced plan depends on
+            ``C_ij - mean_j C_ij - mean_i C_ij + mean C`` (of at most 256 x 256 evenly spaced rows and
+            columns), the part of the cost a balanced plan depends on
             (row and column constants do not change it). For the squared Euclidean cost ``s`` is about
             ``2 sqrt(tr(S0 S1))`` (``S0, S1`` the clouds' covariances) — ``2 sqrt(d)`` for two standard
             Gaussians — so the default is as sharp at d = 3072 as at d = 2, where torchcfm's fixed
@@ -331,7 +332,7 @@ def solve_coupling(
         if opt["strict"]:
             raise RuntimeError(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=3)
-    i, j = _sample_plan(out.plan(), opt["batch_size"], opt["replace"], gen)
+    i, j = _sample_sinkhorn(C, out, opt["batch_size"], opt["replace"], gen)
     return Coupling(i, j, cond_weight=_weight_out(w, kind), ratio=ratio, sinkhorn=out, epsilon=eps)
 
 
@@ -428,9 +429,17 @@ def _prepare_conditions(y0, y1, kind, n0, n1, device, compute):
     return e0.detach().to(compute), e1.detach().to(compute)
 
 
-def _cost_scale(C: torch.Tensor) -> torch.Tensor:
-    """Root-mean-square of the double-centred cost (0-d tensor, detached); 1 where that is 0."""
+def _cost_scale(C: torch.Tensor, max_side: int = 256) -> torch.Tensor:
+    """Root-mean-square of the double-centred cost (0-d tensor, detached); 1 where that is 0.
+
+    Beyond ``max_side`` rows or columns, it is that of the block of ``max_side`` evenly spaced rows and
+    columns (an estimate: the scale only sets the default temperature)."""
     C = C.detach()
+    n, m = C.shape[-2], C.shape[-1]
+    if n > max_side:
+        C = C[..., torch.linspace(0, n - 1, max_side, device=C.device).long(), :]
+    if m > max_side:
+        C = C[..., torch.linspace(0, m - 1, max_side, device=C.device).long()]
     Cc = C - C.mean(-1, keepdim=True) - C.mean(-2, keepdim=True) + C.mean((-2, -1), keepdim=True)
     s = Cc.square().mean((-2, -1)).sqrt()
     return torch.where(s > 0, s, torch.ones_like(s))
@@ -451,22 +460,26 @@ def _subset_pairs(i, j, batch_size, gen):
     return i[keep], j[keep]
 
 
-def _gumbel_like(t: torch.Tensor, gen) -> torch.Tensor:
+def _log_exponential_like(t: torch.Tensor, gen) -> torch.Tensor:
+    """``log E`` with ``E ~ Exp(1)`` i.i.d., shaped like ``t``: ``argmax(L - log E)`` draws from
+    ``softmax(L)`` (the exponential race: Gumbel-max's law with one logarithm per entry instead of two)."""
     if gen is None:
-        u = torch.rand_like(t)  # (symbolic shapes trace through rand_like, not through rand(shape))
+        e = torch.empty_like(t).exponential_()  # (symbolic shapes trace through empty_like)
     else:
-        u = torch.rand(t.shape, generator=gen, dtype=t.dtype, device=gen.device).to(t.device)
-    u = u.clamp_min(torch.finfo(t.dtype).tiny)
-    return -torch.log(-torch.log(u))
+        e = torch.empty(t.shape, dtype=t.dtype, device=gen.device).exponential_(generator=gen).to(t.device)
+    return e.clamp_min_(torch.finfo(t.dtype).tiny).log_()
 
 
-def _sample_plan(P: torch.Tensor, batch_size, replace: bool, gen):
-    """Pairs drawn from a dense plan ``P (n, m)`` (see ``replace`` in :func:`couple`)."""
-    n, m = P.shape
+def _sample_logits(L: torch.Tensor, batch_size, replace: bool, gen):
+    """Pairs drawn from the plan ``P ∝ exp(L)``, ``L (n, m)`` its log up to a constant (``-inf``: no mass).
+
+    See ``replace`` in :func:`couple`. ``L`` may be overwritten.
+    """
+    n, m = L.shape
     k = min(n, m) if batch_size is None else batch_size
-    P = P.double()
     if replace:
         # Inverse-CDF draws from the flattened plan (torch.multinomial is limited to 2^24 categories).
+        P = (L - L.max()).exp_().double()
         cdf = P.flatten().cumsum(0)
         if gen is None:
             u = torch.rand(k, dtype=torch.float64, device=P.device)
@@ -476,15 +489,40 @@ def _sample_plan(P: torch.Tensor, batch_size, replace: bool, gen):
         return flat // m, flat % m
     if k > n:
         raise ValueError(f"batch_size={k} exceeds n0={n}: without replacement each x0 sample is used once")
-    logP = P.log()
     if k == n:
-        i = torch.arange(n, device=P.device)
+        i = torch.arange(n, device=L.device)
     else:
-        # k distinct rows with probability in proportion to their mass (Gumbel top-k).
-        rows = P.sum(1).log() + _gumbel_like(P[:, 0], gen)
-        i = rows.topk(k).indices.sort().values
-    j = (logP[i] + _gumbel_like(logP[i], gen)).argmax(1)
+        # k distinct rows with probability in proportion to their mass (exponential-race top-k).
+        rows = torch.logsumexp(L, 1)
+        i = (rows - _log_exponential_like(rows, gen)).topk(k).indices.sort().values
+        L = L[i]
+    # Each row's partner by inverse CDF along the row: one uniform number per row (drawing an (n, m)
+    # array of noise for Gumbel-max costs more than the rest together on a CPU).
+    L = L.sub_(L.amax(1, keepdim=True)).exp_()
+    cdf = L.cumsum(1) if L.dtype == torch.float64 or L.shape[1] <= 4096 else L.double().cumsum(1)
+    if gen is None:
+        u = torch.rand_like(cdf[:, :1])
+    else:
+        u = torch.rand((cdf.shape[0], 1), generator=gen, dtype=cdf.dtype, device=gen.device).to(cdf.device)
+    j = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1).clamp_max(m - 1)
     return i, j
+
+
+def _sample_plan(P: torch.Tensor, batch_size, replace: bool, gen):
+    """Pairs drawn from a dense plan ``P (n, m)`` (see ``replace`` in :func:`couple`)."""
+    return _sample_logits(P.log(), batch_size, replace, gen)
+
+
+def _sample_sinkhorn(C: torch.Tensor, out: SinkhornOutput, batch_size, replace: bool, gen):
+    """Pairs drawn from the plan of ``out`` on the dense cost ``C (n, m)`` with uniform marginals, whose
+    log is ``(f_i + g_j - C_ij) / epsilon`` up to a constant: formed in three passes, never as ``P``."""
+    eps = out.epsilon.to(C.dtype)
+    L = out.g.to(C.dtype)[None, :] - C
+    n = C.shape[0]
+    k = min(n, C.shape[1]) if batch_size is None else batch_size
+    if replace or k != n:
+        L.add_(out.f.to(C.dtype)[:, None])  # row masses matter; for all rows, f_i only shifts row i
+    return _sample_logits(L.mul_(1.0 / eps), batch_size, replace, gen)
 
 
 # ------------------------------------------------------------------------------ exact, per-class batches
