@@ -713,7 +713,7 @@ def run_assignment_timing(torch, fastot, dev, report: Report, smoke: bool, quick
                 sec, reps = _time_adaptive(torch, dev, lambda s=solve, c=Cin: s(c), target_s, max_reps)
                 if name.startswith(LSA_DEVICE):  # where the time goes: work left after the warm start
                     st: dict = {}
-                    tas.solve_lsa(Cin.to(f64 if bits == 64 else f32), stats=st)
+                    tas.solve_lsa(Cin, dtype=f64 if bits == 64 else f32, stats=st)
                     note += (
                         f"; max free rows {int(st['free'].max())}, Dijkstra steps {int(st['steps'].max())}"
                     )

@@ -15,9 +15,10 @@ Devices (which path runs when):
   tensor (no copy for a contiguous float64 ``cost`` with ``n <= m``).
 - CUDA tensors, Triton importable: the Triton kernels of :mod:`fastot._triton.assignment` (shortest
   augmenting paths with dual potentials, one program per problem). Everything stays on the device:
-  the cost is converted to the solve dtype (float64 for ``linear_sum_assignment``, ``solve_dtype`` for
-  ``solve_assignment``), transposed when ``n > m`` and negated for ``maximize`` with torch ops on the
-  GPU; results are mapped back (sorting rows for ``n > m``) with torch ops too. The one host
+  the arithmetic runs in the solve dtype (float64 for ``linear_sum_assignment``, ``solve_dtype`` for
+  ``solve_assignment``; float16/bfloat16/float32 costs are kept in float32 and converted exactly in
+  the kernel), the cost is transposed when ``n > m`` and negated for ``maximize`` with torch ops on
+  the GPU; results are mapped back (sorting rows for ``n > m``) with torch ops too. The one host
   synchronisation is reading the per-problem status, to raise scipy's errors (NaN / ``-inf``,
   infeasible) exactly as on CPU.
 - CUDA tensors, Triton not importable: a host round trip. The cost is converted on the GPU, copied
@@ -97,11 +98,14 @@ def _solve_on_device(
         )
     view = t.mT if transposed else t
     r, c = (m, n) if transposed else (n, m)
-    buf = view.to(solve_dtype)  # floating solve dtype: negation below is exact
+    # Storage: float32 for float16/bfloat16/float32 costs even when solving in float64 (exact: the
+    # kernel converts on load; half the bytes per step), else the solve dtype. Negation is exact.
+    narrow = t.dtype in (torch.float16, torch.bfloat16, torch.float32)
+    buf = view.to(torch.float32 if narrow else solve_dtype)
     if maximize:
         buf = torch.neg(buf)
     buf = buf.reshape(-1, r, c)
-    col4row, u_k, v_k, status = solver(buf)
+    col4row, u_k, v_k, status = solver(buf, dtype=solve_dtype)
     _raise_on_status(status.cpu().numpy(), tuple(batch))  # the one host synchronisation
     if maximize:
         u_k, v_k = torch.neg(u_k), torch.neg(v_k)

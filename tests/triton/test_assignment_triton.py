@@ -47,7 +47,7 @@ def _tol(C: np.ndarray, dtype: torch.dtype) -> float:
 def _solve(C: torch.Tensor, **kwargs):
     col4row, u, v, status = tas.solve_lsa(C.to(DEVICE), **kwargs)
     assert col4row.device.type == DEVICE and col4row.dtype == torch.int64
-    assert u.dtype == v.dtype == C.dtype and status.dtype == torch.int32
+    assert u.dtype == v.dtype == kwargs.get("dtype", C.dtype) and status.dtype == torch.int32
     return col4row.cpu(), u.cpu(), v.cpu(), status.cpu()
 
 
@@ -128,6 +128,20 @@ def test_warm_start_state_is_a_valid_start(torch_gen):
             torch.testing.assert_close(red[b, rows, owned], red[b, rows].amin(1), rtol=0, atol=0)
     _, _, _, status = _solve(C)
     assert status.tolist() == [tas.STATUS_INFEASIBLE, tas.STATUS_INFEASIBLE, 0]
+
+
+@pytest.mark.parametrize("cap", CAPS)
+@pytest.mark.parametrize("shape", [(2, 18, 18), (1, 7, 20)])
+def test_float32_cost_solved_in_float64_is_converting_first(torch_gen, shape, cap):
+    # entries convert exactly on load: bit for bit what solving C.double() gives
+    C = torch.randn(shape, generator=torch_gen, dtype=F64).to(F32)
+    C[0, 1, 2] = float("inf")
+    col4row, u, v, status = _solve(C, block_cap=cap, dtype=F64)
+    assert u.dtype == v.dtype == F64
+    ref = _solve(C.double(), block_cap=cap)
+    for got, want in zip((col4row, u, v, status), ref, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    _check_batch(C.double(), col4row, u, v, status)
 
 
 @pytest.mark.parametrize("cap", CAPS)
@@ -373,6 +387,8 @@ def test_launcher_empty_and_errors():
         tas.solve_lsa(np.zeros((1, 3, 3)))
     with pytest.raises(ValueError, match="r <= c"):
         tas.solve_lsa(torch.zeros(1, 4, 3, dtype=F64, device=DEVICE))
+    with pytest.raises(ValueError, match="no narrowing"):
+        tas.solve_lsa(torch.zeros(1, 3, 3, dtype=F64, device=DEVICE), dtype=F32)
     with pytest.raises(ValueError, match="block_cap"):
         tas.solve_lsa(torch.zeros(1, 3, 3, dtype=F64, device=DEVICE), block_cap=24)
 

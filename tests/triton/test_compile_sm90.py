@@ -81,10 +81,13 @@ def compile_case(name, in_dtype, config, constexprs):
     return resources(kernel)
 
 def compile_assignment(name, dtype, warps, constexprs):
-    # fastot._triton.assignment: one program per problem; every size is a runtime i32
+    # fastot._triton.assignment: one program per problem; every size is a runtime i32. dtype: the
+    # arithmetic's; C is float32 when constexprs holds "C_F32" (a float32 cost solved in float64)
+    constexprs = dict(constexprs)
+    c_dtype = F32 if constexprs.pop("C_F32", False) else dtype
     assignment._kernel(name, False)
     fn = triton.jit(assignment._BODIES[name])
-    ptrs = {"C": PTR[dtype], "U": PTR[dtype], "V": PTR[dtype], "DIST": PTR[dtype], "COL4ROW": "*i64",
+    ptrs = {"C": PTR[c_dtype], "U": PTR[dtype], "V": PTR[dtype], "DIST": PTR[dtype], "COL4ROW": "*i64",
             "STATUS": "*i32", "STEPS": "*i32", "PRED": "*i32", "ROW4COL": "*i32", "SCAN": "*i8"}
     signature = {a: "constexpr" if a in constexprs else ptrs.get(a, "i32") for a in fn.arg_names}
     src = ASTSource(fn=fn, signature=signature, constexprs=dict(constexprs))
@@ -108,8 +111,10 @@ assignment_cases = [
     ("block", F32, BW(1024), {"BLOCK_M": 1024, "INIT": True, "FUSED": True}),
     ("block", F64, BW(CAP), {"BLOCK_M": CAP, "INIT": True, "FUSED": True}),
     ("block", F32, BW(CAP), {"BLOCK_M": CAP, "INIT": True, "FUSED": False}),
+    ("block", F64, BW(1024), {"BLOCK_M": 1024, "INIT": True, "FUSED": True, "C_F32": True}),
     ("chunked", F32, 8, {"BLOCK": assignment._CHUNK}),
     ("chunked", F64, 8, {"BLOCK": assignment._CHUNK}),
+    ("chunked", F64, 8, {"BLOCK": assignment._CHUNK, "C_F32": True}),
 ]
 cases += [("assignment " + name, dtype, warps, c) for name, dtype, warps, c in assignment_cases]
 
@@ -136,7 +141,7 @@ def test_kernels_compile_for_sm90():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(results) >= 21, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(results) >= 23, proc.stdout[-3000:] + proc.stderr[-3000:]
     failed = [r for r in results if not r["ok"]]
     assert not failed, "\n".join(f"{r['case']}: {r['error']}" for r in failed)
     spilled = [r for r in results if r["stack"] is not None and r["stack"] > MAX_STACK]
