@@ -670,7 +670,7 @@ def run_assignment_timing(torch, fastot, dev, report: Report, smoke: bool, quick
             return batch_linear_assignment(C)
 
         providers = [
-            (LSA_DEVICE, lambda C: device_op(C, f64), C, True, 64, "float64 solve; cost converted on device"),
+            (LSA_DEVICE, lambda C: device_op(C, f64), C, True, 64, "float64 arithmetic on the float32 cost"),
             (f"{LSA_DEVICE} fp32", lambda C: device_op(C, f32), C, True, 32, "float32 solve"),
             ("fastot cpu", lambda C: fastot.linear_sum_assignment(C)[1].reshape(C.shape[0], -1), C_cpu, True,
              64, "C++ JV, float64 solve, cost already on host"),
