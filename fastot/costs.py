@@ -225,21 +225,25 @@ def fused_cost(
     else:
         n, m = x.shape[-2], y.shape[-2]
         sx = sy = ((x.sum(-2, keepdim=True) + y.sum(-2, keepdim=True)) / torch.sym_max(n + m, 1)).detach()
-    x, y = (x.sub_(sx), y.sub_(sy)) if fresh else (x - sx, y - sy)
     if center == "interaction":
         # |x_i - y_j|^2 minus |x_i|^2 and |y_j|^2: a row and a column constant (the same optimal balanced
         # couplings), one matrix product and nothing else; no cancellation between large norms either.
-        C = torch.matmul(x, y.mT).mul_(-2.0)
-    elif not clamp and x.shape[-1] <= 64:
-        # One product writes the finished matrix: [x_i, |x_i|^2, 1] . [-2 y_j, 1, |y_j|^2]. (Separate
-        # passes for the norms, the bias and the clamp each cost as much as the product at small d.)
-        xx = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()
-        yy = torch.linalg.vector_norm(y, dim=-1, keepdim=True).square()
-        C = torch.matmul(
-            torch.cat([x, xx, torch.ones_like(xx)], -1), torch.cat([-2.0 * y, torch.ones_like(yy), yy], -1).mT
-        )
+        # The factor -2 rides on the centring pass of y: -2 (y - q) = 2 q - 2 y.
+        x = x.sub_(sx) if fresh else x - sx
+        y = y.mul_(-2.0).add_(2.0 * sy) if fresh else torch.add(2.0 * sy, y, alpha=-2.0)
+        C = torch.matmul(x, y.mT)
     else:
-        C = sqeuclidean(x, y)
+        x, y = (x.sub_(sx), y.sub_(sy)) if fresh else (x - sx, y - sy)
+        if not clamp and x.shape[-1] <= 64:
+            # One product writes the finished matrix: [x_i, |x_i|^2, 1] . [-2 y_j, 1, |y_j|^2]. (Separate
+            # passes for the norms, the bias and the clamp each cost as much as the product at small d.)
+            xx = torch.linalg.vector_norm(x, dim=-1, keepdim=True).square()
+            yy = torch.linalg.vector_norm(y, dim=-1, keepdim=True).square()
+            xa = torch.cat([x, xx, torch.ones_like(xx)], -1)
+            ya = torch.cat([-2.0 * y, torch.ones_like(yy), yy], -1)
+            C = torch.matmul(xa, ya.mT)
+        else:
+            C = sqeuclidean(x, y)
     if kind == "label":
         differ = y0.unsqueeze(-1) != y1.unsqueeze(-2)
         if isinstance(w, torch.Tensor):

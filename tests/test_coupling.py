@@ -678,3 +678,35 @@ def test_property_hard_labels_exact(n0, n1, d, n_classes, seed):
 def scipy_optimum_sum(M: np.ndarray) -> float:
     r, c = scipy_lsa(M)
     return float(M[r, c].sum())
+
+
+@pytest.mark.parametrize("cond", [None, "cosine"])
+def test_exact_many_features(torch_gen, cond):
+    """d > 64: the square exact cost is the centred product alone (row/column constants dropped)."""
+    n, d = 45, 150
+    x0 = torch.randn(n, d, generator=torch_gen, dtype=torch.float64) + 3.0
+    x1 = torch.randn(n, d, generator=torch_gen, dtype=torch.float64) * 0.5 - 1.0
+    if cond is None:
+        i, j = fastot.couple(x0, x1)
+        M = sq_cost(x0, x1)
+    else:
+        e0 = torch.randn(n, 7, generator=torch_gen, dtype=torch.float64)
+        e1 = torch.randn(n, 7, generator=torch_gen, dtype=torch.float64)
+        i, j = fastot.couple(x0, x1, e0, e1, cond_weight=40.0, cond_cost="cosine")
+        M = embedding_cost(x0, x1, e0, e1, 40.0, "cosine")
+    assert_optimal_coupling(x0, x1, i, j, M=M, tol=cost_tol(M, factor=64.0))
+
+
+def test_sinkhorn_hard_labels(torch_gen):
+    n = 40
+    x0 = torch.randn(n, 2, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(n, 2, generator=torch_gen, dtype=torch.float64)
+    y0 = torch.randint(0, 3, (n,), generator=torch_gen)
+    y1 = y0[torch.randperm(n, generator=torch_gen)]
+    i, j = fastot.couple(x0, x1, y0, y1, method="sinkhorn", generator=torch_gen)
+    torch.testing.assert_close(y0[i], y1[j], rtol=0, atol=0)
+    y1_bad = torch.randint(0, 3, (n,), generator=torch_gen)
+    while bool((torch.bincount(y1_bad, minlength=3) == torch.bincount(y0, minlength=3)).all()):
+        y1_bad = torch.randint(0, 3, (n,), generator=torch_gen)
+    with pytest.raises(RuntimeError, match="class"):
+        fastot.couple(x0, x1, y0, y1_bad, method="sinkhorn", max_iter=200)
