@@ -182,8 +182,11 @@ class OTPlanSampler:
         return _sample_plan(P, x0.shape[0], bool(replace), self.generator)
 
     def sample_plan(self, x0: torch.Tensor, x1: torch.Tensor, replace: bool = True):
-        """``(x0[i], x1[j])``: ``x0.shape[0]`` coupled pairs (exact: the optimal permutation)."""
+        """``(x0[i], x1[j])``: ``x0.shape[0]`` coupled pairs (exact: the optimal permutation, ``x0`` itself
+        in its order when ``n0 <= n1``, as ``i = arange(n0)`` then)."""
         i, j = self._pairs(x0, x1, replace)
+        if self.method == "exact" and x0.shape[0] <= x1.shape[0]:
+            return x0, x1[j]
         return x0[i], x1[j]
 
     def sample_plan_with_labels(self, x0, x1, y0=None, y1=None, replace: bool = True):
