@@ -3,7 +3,7 @@
 Public API:
     linear_sum_assignment(cost, maximize=False) -> (row_ind, col_ind)   scipy's contract, batched, torch ops
     solve_assignment(cost, maximize=False, *, solve_dtype=None) -> AssignmentOutput   with dual potentials
-    cost_matrix(x, y, *, cost="sqeuclidean") -> (..., n, m)
+    cost_matrix(x, y, y0=None, y1=None, *, cost="sqeuclidean", cond_weight, cond_cost) -> (..., n, m)
     couple(x0, x1, y0=None, y1=None, *, method="exact", ...) -> (i, j)   minibatch (conditional) OT coupling
     Coupler(method, **options)   stateful coupling step for training loops (adaptive weight, warm start)
     sinkhorn(x, y, a, b, *, cost=..., epsilon, reg_m=None, ...) -> SinkhornOutput   entropic OT

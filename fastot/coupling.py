@@ -145,6 +145,10 @@ def couple(
         ``n0 < n1``, ``i = arange(n0)``, ``j`` distinct; for ``n0 > n1``, ``i`` ascending distinct and ``j``
         a permutation of ``arange(n1)``. Plan-based methods with ``replace=False``: ``i`` ascending, distinct.
 
+    ``"exact"`` forms the cost and solves the assignment in float32 for float32 (and float16/bfloat16)
+    inputs, optimal for the float32 cost up to float32 rounding in the solver, and in float64 for float64
+    inputs.
+
     ``"exact"`` and ``"sinkhorn"`` (without ``target_r``, and labels with a finite weight or with
     ``cond_weight=inf`` and equal class counts) work under ``torch.compile(fullgraph=True)``. In eager
     mode non-finite inputs are reported by name; in a compiled graph they reach the assignment op as NaN
@@ -218,10 +222,6 @@ def solve_coupling(
 
     compute = torch.promote_types(torch.promote_types(x0.dtype, x1.dtype), torch.float32)
     d = math.prod(x0.shape[1:])  # explicit (not -1): batches may be empty
-    if method == "exact" and d <= 64:
-        # The assignment is solved in float64: for few features a float64 cost costs nothing extra to form,
-        # saves the op's conversion pass and is more accurate.
-        compute = torch.float64
     a = x0.detach().reshape(x0.shape[0], d).to(compute)
     b = x1.detach().reshape(x1.shape[0], d).to(compute)
     n0, n1 = a.shape[0], b.shape[0]
@@ -288,7 +288,13 @@ def solve_coupling(
                 C = torch.where(torch.isnan(C) | (C == math.inf) & (c0[:, None] == c1[None, :]), torch.nan, C)
             else:
                 C = torch.where(torch.isfinite(C), C, torch.nan)
-            i, j = torch.ops.fastot.linear_sum_assignment(C, False)
+            if C.dtype == torch.float32:
+                # float32 (and lower) inputs: the cost is known to float32 rounding, and the solver's float32
+                # arithmetic is 1.6-1.9x faster (measured n = 1024, d = 2 and 3072: same assignments as the
+                # float64 solve, optimal against scipy on the float64 distances).
+                i, j, _, _ = torch.ops.fastot.solve_assignment(C, False, torch.float32)
+            else:
+                i, j = torch.ops.fastot.linear_sum_assignment(C, False)
         i, j = _subset_pairs(i, j, opt["batch_size"], gen)
         return Coupling(i, j, cond_weight=_weight_out(w, kind), ratio=ratio)
 
