@@ -90,7 +90,8 @@ def couple(
             ``"bomb"``: BoMb-OT: ``x0`` and ``x1`` are cut into consecutive mini-batches of
             ``minibatch_size``; each pair of mini-batches is solved exactly (one batched assignment), an
             exact outer assignment between mini-batches uses those optimal costs, and the pairs of the
-            matched mini-batches are returned (``n0 == n1``; a permutation of ``x1``).
+            matched mini-batches are returned (``n0 == n1``; a permutation of ``x1``; labels need a finite
+            ``cond_weight``).
         **options: see below.
 
     Options:
@@ -642,15 +643,14 @@ def _bomb(a, b, c0, c1, kind, w, opt, ratio):
         u0, u1 = c0.reshape(nb, 1, s, -1), c1.reshape(1, nb, s, -1)
     else:
         u0 = u1 = None
-    C = fused_cost(
-        A, B, u0, u1, w if kind is not None else 0.0, kind, center="common"
-    ).double()  # (nb,nb,s,s)
-    if kind == "label" and isinstance(w, float) and math.isinf(w):
-        # forbidden pairs stay +inf; an infeasible inner block is priced +inf for the outer problem
-        pass
-    rows, cols = torch.ops.fastot.linear_sum_assignment(
-        torch.where(torch.isnan(C), math.inf, C).clamp_max(torch.finfo(torch.float64).max), False
-    )
+    if kind == "label" and isinstance(w, (int, float)) and math.isinf(w):
+        raise ValueError(
+            'method="bomb" needs a finite cond_weight for labels (a hard constraint can leave a pair of '
+            "mini-batches without any feasible coupling)"
+        )
+    # (nb, nb, s, s): every pair of mini-batches, one batched exact assignment
+    C = fused_cost(A, B, u0, u1, w if kind is not None else 0.0, kind, center="common").double()
+    rows, cols = torch.ops.fastot.linear_sum_assignment(C, False)
     inner = torch.gather(C.flatten(-2), -1, rows * s + cols).sum(-1)  # (nb, nb) optimal inner costs
     outer_r, outer_c = torch.ops.fastot.linear_sum_assignment(inner, False)  # (nb,)
     sel = cols[outer_r, outer_c]  # (nb, s)

@@ -545,6 +545,11 @@ def test_bomb_needs_minibatch_size(torch_gen):
         fastot.couple(x, x, method="bomb")
     with pytest.raises(ValueError, match="minibatch_size"):
         fastot.couple(x, x, method="bomb", minibatch_size=3)
+    lab = torch.randint(0, 2, (8,), generator=torch_gen)
+    with pytest.raises(ValueError, match="cond_weight"):
+        fastot.couple(x, x, lab, lab, method="bomb", minibatch_size=4)
+    _, j = fastot.couple(x, x, lab, lab, method="bomb", minibatch_size=4, cond_weight=3.0)
+    assert sorted(j.tolist()) == list(range(8))
 
 
 # ------------------------------------------------------------------------ target_r, oversampling
