@@ -65,9 +65,10 @@ def cost_matrix(
     and ``w (1 - <u, v>) = |sqrt(w/2) u - sqrt(w/2) v|^2`` for unit ``u, v`` (cosine), so the condition
     features are appended to the points as extra coordinates and the whole cost is the one matrix product
     over ``d + e`` coordinates (the ``(n, d + e)`` copies are ``O((n + m)(d + e))`` memory). Labels are
-    added in the same elementwise pass that finishes the product (``C += w`` where the labels differ;
-    a one-hot encoding would also work but puts ``w`` into the product's rounding error, which matters
-    for C²OT's ``w = 1e8``).
+    added in one elementwise pass over the product (``C += w`` where the labels differ); in eager mode
+    that pass reads an ``n x m`` boolean mask (1 byte per entry; under ``torch.compile`` it fuses away).
+    A one-hot encoding as extra coordinates would avoid the mask but puts ``w`` into the product's
+    rounding error, which matters for C²OT's ``w = 1e8``.
 
     Raises:
         TypeError: non-floating point dtypes, a tensor mixed with a non-tensor, labels given for
