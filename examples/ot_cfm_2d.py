@@ -22,7 +22,8 @@ ODE (0 for straight paths); and the time spent in the coupling against the whole
 
     python examples/ot_cfm_2d.py [--out bench/results/ot_cfm_2d.png] [--steps 4000] [--quick]
 
-Writes the figure to ``--out`` and the numbers to the same path with ``.csv``. CPU only, 2 threads.
+Writes the figure to ``--out`` and the numbers to the same path with ``.csv``. CPU, one thread by
+default (``--threads``); about a minute per model.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -301,7 +303,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4000, help="training steps per model")
     parser.add_argument("--batch", type=int, default=256, help="training batch (= OT batch)")
     parser.add_argument("--n-eval", type=int, default=1000, help="generated samples per label for W2")
-    parser.add_argument("--threads", type=int, default=2)
+    # One thread by default: the model is tiny, a second thread does not speed up a step, and when the
+    # other core is busy it made steps 10-50x slower here (intra-op threads waiting on each other).
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run (tiny sizes)")
     args = parser.parse_args()
@@ -340,6 +344,8 @@ def main() -> None:
         "torch": torch.__version__,
         "fastot": fastot.__version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpus": os.cpu_count(),
+        "load_average_1min_at_end": f"{os.getloadavg()[0]:.2f}",  # other work on the machine skews times
     }
     write_csv(args.out.with_suffix(".csv"), results, floor, meta)
     title = (
