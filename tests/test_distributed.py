@@ -66,6 +66,11 @@ def make_inputs(name: str, rank: int, world: int) -> dict:
         x0, x1 = torch.randn(6, 2, generator=g), torch.randn(6, 2, generator=g)
         y1 = torch.randint(0, 3, (6,), generator=g)
         return dict(x0=x0, x1=x1, y0=y1.flip(0), y1=y1, kwargs=dict(method="exact", cond_weight=100.0))
+    if name == "embeddings_bf16":  # bfloat16 points and float embeddings travel as raw bytes
+        x0 = torch.randn(5, 2, generator=g).bfloat16()
+        x1 = torch.randn(5, 2, generator=g).bfloat16()
+        y0, y1 = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+        return dict(x0=x0, x1=x1, y0=y0, y1=y1, kwargs=dict(method="exact", cond_weight=0.5))
     if name == "labels_hard":  # labels with the default hard constraint (one problem per class)
         x0, x1 = torch.randn(6, 2, generator=g), torch.randn(6, 2, generator=g)
         y1 = torch.randint(0, 2, (6,), generator=g)
@@ -117,6 +122,7 @@ OK_SCENARIOS = (
     "labels",
     "labels_hard",
     "labels_sinkhorn",
+    "embeddings_bf16",
 )
 BAD_SCENARIOS = {  # name -> (exception type, words the message must contain)
     "nan_one_rank": (ValueError, ["x0", "non-finite", "rank(s) [{last}]"]),
@@ -146,7 +152,7 @@ def _run_scenario(name: str, rank: int, world: int) -> dict:
         rank, world = members.index(rank), len(members)
     if name == "sinkhorn" and not _has_method("sinkhorn"):
         return {"unsupported": True}
-    if name.startswith("labels") and not _supports_conditions():
+    if name.startswith(("labels", "embeddings")) and not _supports_conditions():
         return {"unsupported": True}
     inp = make_inputs(name, rank, world)
     out = fastot.distributed.couple(
