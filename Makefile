@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml CMakeLists.txt $(wildcard csrc/*.cpp csrc/*.h
 	$(PIP) install --upgrade pip
 	$(PIP) install $(PINS) $(BUILD_DEPS)
 	$(PIP) install --no-build-isolation -e ".[test,bench]" ruff
+	# torchcfm (drop-in tests and the coupling benchmark) imports only torch, numpy and POT; its
+	# declared dependencies (lightning, torchvision, jupyter, ...) are not needed.
+	$(PIP) install --no-deps torchcfm==1.0.7
 	touch $@
 
 install: $(VENV)/.installed

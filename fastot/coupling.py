@@ -121,9 +121,9 @@ def couple(
         mass: ``"partial"``: the fraction of the (unit) total mass transported, in ``(0, 1]``; default 0.9.
         max_iter, tol: Sinkhorn budget and stopping tolerance (defaults 2000 and 1e-4: the L1 error of
             a marginal of the unit-mass plan, ample for drawing pairs; see :func:`fastot.sinkhorn`).
-            Under ``torch.compile`` exactly ``max_iter`` iterations run and
-            convergence is not checked (no host synchronisation): call it eagerly, or read
-            ``solve_coupling(...).sinkhorn.converged``, to know.
+            Under ``torch.compile`` the solve is one op that stops at ``tol`` too, but a solve that
+            did not converge cannot raise inside the graph: read ``solve_coupling(...).sinkhorn
+            .converged`` there, or call eagerly.
         strict: default ``True``: a Sinkhorn solve that did not converge raises ``RuntimeError``;
             ``False``: it warns (``RuntimeWarning``) and the pairs are drawn from the unconverged plan.
             There is no fallback to another plan.
@@ -324,7 +324,7 @@ def solve_coupling(
         reg_m=reg_m,
         mass=mass,
         max_iter=opt["max_iter"],
-        tol=None if compiling else opt["tol"],
+        tol=opt["tol"],
         epsilon_init=None if warm else eps / opt["epsilon_rel"] if opt["epsilon"] is None else None,
         f_init=opt["f_init"],
         g_init=opt["g_init"],
