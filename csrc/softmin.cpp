@@ -750,9 +750,184 @@ void fused_step(int64_t B, int64_t n, int64_t m, int64_t R, const StepArgs<T>& a
   });
 }
 
+// ---------------------------------------------------------------------------
+// Dense step at one temperature (sf == sg): the column pass reuses the row
+// pass's exponentials. With v_ij = hg_j - s C_ij, M_i the row max and
+// e_ij = exp(v_ij - M_i) (stored in a panel), the column terms are
+//   exp(hf_i - s C_ij) = e_ij * exp(hf_i + M_i) * exp(-hg_j),
+// so each column sum is sum_i e_ij w_i with scalar weights w_i = exp(hf_i +
+// M_i - K) (K a running max per group): one multiply-add per entry instead of
+// a max pass and an exp pass. Terms are relative to their rows' maxima, so a
+// column whose terms are all negligible within their rows (far from every
+// row, or hg_j = -inf) can come out as 0 or below the precision kept here:
+// such columns (sum below kReuseFloor) are recomputed exactly, one by one.
+
+template <typename T>
+constexpr T kReuseFloor = sizeof(T) == 4 ? T(1e-20) : T(1e-250);
+
+// Row r of the block: S = LSE_j (hg_j - s C_ij) with E_row = exp(v - M), M the
+// row max (shift_of). Row sums: float vectors per 2048-element chunk, then double.
+template <typename T>
+void row_exps(const T* c, const T* hg, T s, int64_t m, T* e_row, T& M_out, T& S_out) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L;
+  const int64_t full = m / L * L;
+  const V vs = S::set1(s), ninf = S::set1(-kInf<T>);
+  auto v_at = [&](int64_t j) { return S::fnmadd(vs, S::loadu(c + j), S::loadu(hg + j)); };
+  auto v_tail = [&]() {
+    return S::fnmadd(vs, simd::load_partial(c + full, m - full, T(0)), simd::load_partial(hg + full, m - full, -kInf<T>));
+  };
+  V a0 = ninf, a1 = ninf;
+  int64_t j = 0;
+  for (; j + 2 * L <= full; j += 2 * L) a0 = S::max(v_at(j), a0), a1 = S::max(v_at(j + L), a1);
+  for (; j < full; j += L) a0 = S::max(v_at(j), a0);
+  if (full < m) a1 = S::max(v_tail(), a1);
+  const T M = shift_of(simd::hmax<T>(S::max(a0, a1)));
+  const V sh = S::set1(M);
+  double total = 0;
+  constexpr int64_t kChunk = 2048;
+  for (int64_t j0 = 0; j0 < full; j0 += kChunk) {
+    const int64_t j1 = std::min(full, j0 + kChunk);
+    V s0 = S::zero(), s1 = S::zero();
+    int64_t q = j0;
+    for (; q + 2 * L <= j1; q += 2 * L) {
+      // The next row (pass 1 streams it from memory) is fetched while this pass computes.
+      prefetch<2 * L * sizeof(T)>(c + m + q, 0);
+      const V e0 = simd::exp<T>(S::sub(v_at(q), sh)), e1 = simd::exp<T>(S::sub(v_at(q + L), sh));
+      S::storeu(e_row + q, e0);
+      S::storeu(e_row + q + L, e1);
+      s0 = S::add(s0, e0);
+      s1 = S::add(s1, e1);
+    }
+    for (; q < j1; q += L) {
+      const V e0 = simd::exp<T>(S::sub(v_at(q), sh));
+      S::storeu(e_row + q, e0);
+      s0 = S::add(s0, e0);
+    }
+    total += static_cast<double>(simd::hsum<T>(S::add(s0, s1)));
+  }
+  if (full < m) {
+    alignas(64) T t[L];
+    const V e = simd::exp<T>(S::sub(v_tail(), sh));
+    S::store(t, e);
+    for (int64_t l = 0; l < m - full; ++l) e_row[full + l] = t[l];
+    total += static_cast<double>(simd::hsum<T>(e));
+  }
+  M_out = M;
+  S_out = M + static_cast<T>(std::log(total));
+}
+
+// acc_j += sum_r E[r, j] w[r] for the block's R rows (E row stride m).
+template <typename T>
+void accumulate_weighted(const T* E, int64_t R, const T* w, int64_t m, T* acc) {
+  using S = Simd<T>;
+  using V = typename S::V;
+  constexpr int L = S::L, kG = 4;
+  const int64_t full = m / L * L;
+  int64_t j = 0;
+  for (; j + kG * L <= full; j += kG * L) {
+    V s[kG];
+#pragma GCC unroll 4
+    for (int q = 0; q < kG; ++q) s[q] = S::zero();
+    for (int64_t r = 0; r < R; ++r) {
+      const V wr = S::set1(w[r]);
+#pragma GCC unroll 4
+      for (int q = 0; q < kG; ++q) s[q] = S::fmadd(S::loadu(E + r * m + j + q * L), wr, s[q]);
+    }
+#pragma GCC unroll 4
+    for (int q = 0; q < kG; ++q) S::store(acc + j + q * L, S::add(S::load(acc + j + q * L), s[q]));
+  }
+  for (; j < m; ++j) {  // the rest, scalar
+    T t = 0;
+    for (int64_t r = 0; r < R; ++r) t += E[r * m + j] * w[r];
+    acc[j] += t;
+  }
+}
+
+template <typename T>
+void sinkhorn_step_dense_reuse(const T* C, const StepArgs<T>& a, int64_t B, int64_t n, int64_t m, T* Sout, T* Tout,
+                               int n_threads) {
+  constexpr int L = Simd<T>::L;
+  Buf<int64_t> act(B);
+  int64_t nact = 0;
+  for (int64_t b = 0; b < B; ++b)
+    if (!a.active || a.active[b]) act.p[nact++] = b;
+  if (nact == 0 || n == 0 || m == 0) return;
+  constexpr int64_t kDensePanelBytes = 128 << 10;
+  const int64_t R = std::max<int64_t>(1, std::min<int64_t>(256, kDensePanelBytes / (m * sizeof(T))));
+  const int64_t blocks = ceil_div(n, R);
+  const int64_t per_group = std::max<int64_t>(1, blocks / kGroupsPerProblem);
+  const int64_t G = ceil_div(blocks, per_group);
+  const int64_t mp = ceil_div(m, L) * L;
+  n_threads = threads_for(n * m * nact, n_threads);
+  const int workers = n_workers(nact * G, n_threads);
+  Buf<T> acc(nact * G * mp), K(nact * G), panels(static_cast<int64_t>(workers) * R * m), hf_all(nact * n);
+  parallel_for(nact * G, n_threads, [&](int64_t t, int w) {
+    const int64_t k = t / G, grp = t % G, b = act.p[k];
+    const T* Cb = C + b * n * m;
+    const T s = a.sf[b], coef = a.coef[b];
+    T* ac = acc.p + t * mp;
+    for (int64_t j = 0; j < mp; ++j) ac[j] = 0;
+    T Kg = -kInf<T>;
+    T* E = panels.p + static_cast<int64_t>(w) * R * m;
+    alignas(64) T Mi[256], wi[256];
+    for (int64_t blk = grp * per_group; blk < std::min(blocks, (grp + 1) * per_group); ++blk) {
+      const int64_t i0 = blk * R, i1 = std::min(n, i0 + R);
+      T Kb = -kInf<T>;
+      for (int64_t i = i0; i < i1; ++i) {
+        row_exps<T>(Cb + i * m, a.hg + b * m, s, m, E + (i - i0) * m, Mi[i - i0], Sout[b * n + i]);
+        T f = coef * Sout[b * n + i];
+        if (a.cap) f = std::min(f, a.cap[b * n + i]);
+        const T hf = a.log_a[b * n + i] + s * f;
+        hf_all.p[k * n + i] = hf;
+        wi[i - i0] = hf + Mi[i - i0];  // log weight
+        if (wi[i - i0] > Kb) Kb = wi[i - i0];
+      }
+      if (Kb > Kg) {  // rescale the group's sums to the new reference (none yet: sums are 0)
+        const T fac = Kg == -kInf<T> ? T(0) : std::exp(Kg - Kb);
+        for (int64_t j = 0; j < mp; ++j) ac[j] *= fac;
+        Kg = Kb;
+      }
+      if (Kg == -kInf<T>) continue;  // no row has weight yet
+      for (int64_t r = 0; r < i1 - i0; ++r) wi[r] = std::exp(wi[r] - Kg);  // NaN stays NaN
+      accumulate_weighted<T>(E, i1 - i0, wi, m, ac);
+    }
+    K.p[t] = Kg;
+  });
+  // Merge the groups; columns below the floor are recomputed exactly from hf (strided, one by one).
+  parallel_for(nact, threads_for(nact * G * m * 4, n_threads), [&](int64_t k, int) {
+    const int64_t b = act.p[k];
+    const T* Cb = C + b * n * m;
+    const T* hf = hf_all.p + k * n;
+    const T s = a.sf[b];
+    T Kt = -kInf<T>;
+    for (int64_t g = 0; g < G; ++g) Kt = std::max(Kt, K.p[k * G + g]);
+    for (int64_t j = 0; j < m; ++j) {
+      T total = 0;
+      if (Kt != -kInf<T>)
+        for (int64_t g = 0; g < G; ++g)
+          if (K.p[k * G + g] != -kInf<T>) total += acc.p[(k * G + g) * mp + j] * std::exp(K.p[k * G + g] - Kt);
+      if (total >= kReuseFloor<T> || total != total) {  // NaN passes through
+        Tout[b * m + j] = Kt + std::log(total) - a.hg[b * m + j];
+        continue;
+      }
+      T Mx = -kInf<T>;
+      for (int64_t i = 0; i < n; ++i) Mx = std::max(Mx, hf[i] - s * Cb[i * m + j]);
+      const T sh = shift_of(Mx);
+      double sum = 0;
+      for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(hf[i] - s * Cb[i * m + j] - sh));
+      Tout[b * m + j] = sh + static_cast<T>(std::log(sum));
+    }
+  });
+}
+
 template <typename T>
 void sinkhorn_step_dense_impl(const T* C, const StepArgs<T>& a, int64_t B, int64_t n, int64_t m, T* S, T* Tout,
                               int n_threads) {
+  bool one_temperature = true;
+  for (int64_t b = 0; b < B; ++b) one_temperature &= a.sf[b] == a.sg[b];
+  if (one_temperature) return sinkhorn_step_dense_reuse<T>(C, a, B, n, m, S, Tout, n_threads);
   // Rows per block: a panel of about kDensePanelBytes (it stays in L2 between the two uses).
   constexpr int64_t kDensePanelBytes = 256 << 10;
   const int64_t R = std::max<int64_t>(1, std::min<int64_t>(256, kDensePanelBytes / (std::max<int64_t>(m, 1) * sizeof(T))));

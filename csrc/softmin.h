@@ -55,6 +55,11 @@ void lse_dense(const T* C, const T* h, const T* scale, int64_t B, int64_t n, int
 // null. Same conventions for -inf / +inf / NaN as lse_dense; results do not
 // depend on n_threads. T's sums are grouped differently from
 // lse_dense(transpose = true), so they may differ from it in the last bits.
+// Dense, sf == sg for every problem (one temperature): the column sums reuse
+// the row pass's exponentials (one multiply-add per entry instead of an exp);
+// columns whose sum falls below a floor are recomputed exactly. S then comes
+// from a per-row two-pass reduction and may differ from lse_dense in the last
+// bits too.
 template <typename T>
 struct StepArgs {
   const T* hg;              // (B, m)

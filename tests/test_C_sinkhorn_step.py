@@ -92,8 +92,13 @@ def check(dtype, got, x, y, inputs, cap, C):
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_dense_step_matches_composition(rng, isa, dtype, shape):
+@pytest.mark.parametrize("one_temperature", [False, True])
+def test_dense_step_matches_composition(rng, isa, dtype, shape, one_temperature):
+    """one_temperature (sf == sg, every step but those of epsilon scaling): the column pass reuses the
+    row pass's exponentials."""
     x, y, inputs, cap = make(rng, *shape, dtype, with_cap=shape[1] % 2 == 1)
+    if one_temperature:
+        inputs["sg"] = inputs["sf"].copy()
     C = sqdist(x, y).astype(dtype)
     got = _C.sinkhorn_step_dense(C, **inputs, cap=cap, num_threads=2, isa=isa)
     check(dtype, got, x, y, inputs, cap, C)
@@ -210,3 +215,17 @@ def test_plan_dot_threads_identical(rng):
         np.testing.assert_array_equal(
             fn(*args, hr, hc, s, num_threads=1), fn(*args, hr, hc, s, num_threads=3)
         )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_temperature_far_columns_and_zero_weights(rng, dtype):
+    """Columns whose terms all vanish relative to their rows' maxima (a far-away point, b_j = 0:
+    hg_j = -inf) are recomputed exactly, not returned as -inf."""
+    x, y, inputs, _ = make(rng, 2, 50, 70, 3, dtype)
+    y[:, 5] += 40.0  # far from every x: exp(-s C) is below the floor relative to each row's max
+    inputs["hg"][:, 9] = -np.inf  # a zero weight
+    inputs["sg"] = inputs["sf"].copy()
+    C = sqdist(x, y).astype(dtype)
+    S, T = _C.sinkhorn_step_dense(C, **inputs, num_threads=2)
+    assert np.isfinite(S).all() and np.isfinite(T).all()
+    check(dtype, (S, T), x, y, inputs, None, C)
