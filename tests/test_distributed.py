@@ -24,20 +24,6 @@ WORLD_TIMEOUT_S = 120  # the whole world (start-up included); a collective itsel
 COLLECTIVE_TIMEOUT_S = 30
 
 
-def _has_method(name: str) -> bool:
-    import fastot.coupling
-
-    return name in getattr(fastot.coupling, "METHODS", ())
-
-
-def _supports_conditions() -> bool:
-    import inspect
-
-    import fastot
-
-    return "y0" in inspect.signature(fastot.couple).parameters
-
-
 # --------------------------------------------------------------------------------------- scenarios
 # Each scenario builds a rank's local inputs from a seed, so the test process can rebuild the global
 # batch. "ok" scenarios must match fastot.couple on the concatenation; "bad" ones must raise everywhere.
@@ -150,10 +136,6 @@ def _run_scenario(name: str, rank: int, world: int) -> dict:
         if rank not in members:
             return {"skipped": True}
         rank, world = members.index(rank), len(members)
-    if name == "sinkhorn" and not _has_method("sinkhorn"):
-        return {"unsupported": True}
-    if name.startswith(("labels", "embeddings")) and not _supports_conditions():
-        return {"unsupported": True}
     inp = make_inputs(name, rank, world)
     out = fastot.distributed.couple(
         inp["x0"], inp["x1"], inp.get("y0"), inp.get("y1"), group=group, **inp["kwargs"]
@@ -255,8 +237,6 @@ def test_slices_match_single_process_couple(world_results, name):
     got = [results[r][name] for r in range(world)]
     for r in range(world):
         assert got[r][0] == "ok", f"rank {r} raised: {got[r][1:]}"
-    if got[0][1].get("unsupported"):
-        pytest.skip(f"fastot.couple does not support the {name!r} scenario yet")
     glob = _global(name, world)
     I, J = _expected(name, glob)
     cat = glob["cat"]
