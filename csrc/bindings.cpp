@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <functional>
 #include <limits>
 #include <optional>
@@ -87,17 +88,23 @@ CArray<T> lse_dense(const CArray<T>& C, const CArray<T>& h, const CArray<T>& sca
   return out;
 }
 
-// x (B, n, d), y (B, m, d), h (B, m), scale (B,) -> out (B, n)
-template <typename T>
-CArray<T> lse_sqeuclidean(const CArray<T>& x, const CArray<T>& y, const CArray<T>& h, const CArray<T>& scale,
-                          int num_threads, const std::string& isa) {
+// (B, n, m, d) of point clouds x (B, n, d), y (B, m, d), checked.
+std::array<int64_t, 4> point_shapes(const py::array& x, const py::array& y) {
   if (x.ndim() != 3) throw std::invalid_argument("x must have shape (B, n, d), got " + shape_str(x));
   const int64_t B = x.shape(0), n = x.shape(1), d = x.shape(2);
   if (y.ndim() != 3 || y.shape(0) != B || y.shape(2) != d)
     throw std::invalid_argument("y must have shape (B, m, d) with B = " + std::to_string(B) +
                                 ", d = " + std::to_string(d) + " (from x of shape " + shape_str(x) + "), got " +
                                 shape_str(y));
-  const int64_t m = y.shape(1);
+  return {B, n, y.shape(1), d};
+}
+
+// x (B, n, d), y (B, m, d), h (B, m), scale (B,) -> out (B, n)
+template <typename T>
+CArray<T> lse_sqeuclidean(const CArray<T>& x, const CArray<T>& y, const CArray<T>& h, const CArray<T>& scale,
+                          int num_threads, const std::string& isa) {
+  const std::array<int64_t, 4> shp = point_shapes(x, y);
+  const int64_t B = shp[0], n = shp[1], m = shp[2], d = shp[3];
   if (h.ndim() != 2 || h.shape(0) != B || h.shape(1) != m)
     throw std::invalid_argument("h must have shape (B, m) = (" + std::to_string(B) + ", " + std::to_string(m) +
                                 "), got " + shape_str(h));
@@ -179,13 +186,8 @@ py::tuple sinkhorn_step_dense(const CArray<T>& C, const StepInputs<T>& in, int n
 template <typename T>
 py::tuple sinkhorn_step_sqeuclidean(const CArray<T>& x, const CArray<T>& y, const StepInputs<T>& in,
                                     int num_threads, const std::string& isa) {
-  if (x.ndim() != 3) throw std::invalid_argument("x must have shape (B, n, d), got " + shape_str(x));
-  const int64_t B = x.shape(0), n = x.shape(1), d = x.shape(2);
-  if (y.ndim() != 3 || y.shape(0) != B || y.shape(2) != d)
-    throw std::invalid_argument("y must have shape (B, m, d) with B = " + std::to_string(B) +
-                                ", d = " + std::to_string(d) + " (from x of shape " + shape_str(x) + "), got " +
-                                shape_str(y));
-  const int64_t m = y.shape(1);
+  const std::array<int64_t, 4> shp = point_shapes(x, y);
+  const int64_t B = shp[0], n = shp[1], m = shp[2], d = shp[3];
   const fastot::StepArgs<T> a = in.args(B, n, m);
   if (num_threads < 1) throw std::invalid_argument("num_threads must be >= 1");
   fastot::softmin_isa(isa);
@@ -218,13 +220,8 @@ CArray<T> plan_dot_dense(const CArray<T>& C, const CArray<T>& hr, const CArray<T
 template <typename T>
 CArray<T> plan_dot_sqeuclidean(const CArray<T>& x, const CArray<T>& y, const CArray<T>& hr, const CArray<T>& hc,
                                const CArray<T>& scale, int num_threads, const std::string& isa) {
-  if (x.ndim() != 3) throw std::invalid_argument("x must have shape (B, n, d), got " + shape_str(x));
-  const int64_t B = x.shape(0), n = x.shape(1), d = x.shape(2);
-  if (y.ndim() != 3 || y.shape(0) != B || y.shape(2) != d)
-    throw std::invalid_argument("y must have shape (B, m, d) with B = " + std::to_string(B) +
-                                ", d = " + std::to_string(d) + " (from x of shape " + shape_str(x) + "), got " +
-                                shape_str(y));
-  const int64_t m = y.shape(1);
+  const std::array<int64_t, 4> shp = point_shapes(x, y);
+  const int64_t B = shp[0], n = shp[1], m = shp[2], d = shp[3];
   check_shape("hr", hr, {B, n});
   check_shape("hc", hc, {B, m});
   check_scale(scale, B);

@@ -694,6 +694,14 @@ void merge_cols(const T* M, const T* SUM, const T* MID, int64_t G, int64_t strid
   }
 }
 
+// Writes the indices b with active[b] != 0 (all when active is null) to out; returns their count.
+inline int64_t active_problems(const uint8_t* active, int64_t B, int64_t* out) {
+  int64_t k = 0;
+  for (int64_t b = 0; b < B; ++b)
+    if (!active || active[b]) out[k++] = b;
+  return k;
+}
+
 // The fused step's driver. row_block(b, i0, i1, w) computes S[b, i0:i1) and
 // returns the block's cost panel (rows i0..i1, row stride ld).
 template <typename T, typename RowBlock>
@@ -701,9 +709,7 @@ void fused_step(int64_t B, int64_t n, int64_t m, int64_t R, const StepArgs<T>& a
                 int64_t work, RowBlock&& row_block) {
   constexpr int L = Simd<T>::L;
   Buf<int64_t> act(B);  // the active problems (not std::vector: see Buf)
-  int64_t nact = 0;
-  for (int64_t b = 0; b < B; ++b)
-    if (!a.active || a.active[b]) act.p[nact++] = b;
+  const int64_t nact = active_problems(a.active, B, act.p);
   if (nact == 0) return;
   if (m == 0 || n == 0) {
     for (int64_t k = 0; k < nact; ++k) {
@@ -850,9 +856,7 @@ void sinkhorn_step_dense_reuse(const T* C, const StepArgs<T>& a, int64_t B, int6
                                int n_threads) {
   constexpr int L = Simd<T>::L;
   Buf<int64_t> act(B);
-  int64_t nact = 0;
-  for (int64_t b = 0; b < B; ++b)
-    if (!a.active || a.active[b]) act.p[nact++] = b;
+  const int64_t nact = active_problems(a.active, B, act.p);
   if (nact == 0 || n == 0 || m == 0) return;
   constexpr int64_t kDensePanelBytes = 128 << 10;
   const int64_t R = std::max<int64_t>(1, std::min<int64_t>(256, kDensePanelBytes / (m * sizeof(T))));
@@ -939,37 +943,58 @@ void sinkhorn_step_dense_impl(const T* C, const StepArgs<T>& a, int64_t B, int64
                 });
 }
 
+// Cost panels of the squared-Euclidean cost for blocks of rows, the provider of the fused step and of
+// plan_dot: y packed once per call (with the column vector h of the row reduction), a panel of R x
+// m_pad costs per worker thread; rows(b, i0, i1, w, s, lse, ld) fills worker w's panel with the costs
+// of rows [i0, i1) of problem b, writes their LSE_j (h_j - s C_ij) to lse[i0..i1) and returns it.
+template <typename T>
+struct OnlinePanels {
+  using Tl = Tiles<T>;
+  static constexpr int NR = Tl::NR, MR = Tl::MR;
+  static constexpr int64_t kPanelBytes = 1 << 20;  // per worker; also bounds the rows per block
+  static constexpr int64_t kPanelsPerTask = 16;    // packing tasks
+  const T* x;
+  int64_t n, d, m_pad, R;
+  Buf<T> yp, yy, hp, panel;
+
+  OnlinePanels(const T* x_, const T* y, const T* h, const uint8_t* active, int64_t B, int64_t n_, int64_t m,
+               int64_t d_, int n_threads)
+      : x(x_),
+        n(n_),
+        d(d_),
+        m_pad(std::max<int64_t>(1, ceil_div(m, NR)) * NR),
+        // Rows per block: whole micro-tiles, a panel of at most kPanelBytes, at most MB.
+        R(std::max<int64_t>(MR, std::min<int64_t>(Tl::MB, kPanelBytes / (m_pad * sizeof(T))) / MR * MR)),
+        yp(B * m_pad * d),
+        yy(B * m_pad),
+        hp(B * m_pad),
+        panel(static_cast<int64_t>(std::max(1, n_threads)) * rows_alloc() * m_pad) {
+    const int64_t panels = ceil_div(m, NR), ptasks = std::max<int64_t>(1, ceil_div(panels, kPanelsPerTask));
+    parallel_for(B * ptasks, threads_for(B * m * d * 4, n_threads), [&](int64_t t, int) {
+      const int64_t b = t / ptasks, p0 = (t % ptasks) * kPanelsPerTask;
+      if (active && !active[b]) return;
+      pack_y<T>(y + b * m * d, h + b * m, m, d, p0, std::min(panels, p0 + kPanelsPerTask), yp.p + b * m_pad * d,
+                yy.p + b * m_pad, hp.p + b * m_pad);
+    });
+  }
+  int64_t rows_alloc() const { return ceil_div(R, MR) * MR; }  // the micro-kernel writes whole tiles
+  const T* rows(int64_t b, int64_t i0, int64_t i1, int w, T s, T* lse, int64_t& ld) {
+    T* buf = panel.p + static_cast<int64_t>(w) * rows_alloc() * m_pad;
+    lse_sqeuclidean_rows<T, true>(x + b * n * d, yp.p + b * m_pad * d, yy.p + b * m_pad, hp.p + b * m_pad, s,
+                                  m_pad, d, i0, i1, lse, buf);
+    ld = m_pad;
+    return buf;
+  }
+};
+
 template <typename T>
 void sinkhorn_step_sqeuclidean_impl(const T* x, const T* y, const StepArgs<T>& a, int64_t B, int64_t n, int64_t m,
                                     int64_t d, T* S, T* Tout, int n_threads) {
-  using Tl = Tiles<T>;
-  constexpr int NR = Tl::NR, MR = Tl::MR;
   if (B == 0) return;
-  const int64_t panels = ceil_div(m, NR);
-  const int64_t m_pad = std::max<int64_t>(1, panels) * NR;
-  // Rows per block: whole micro-tiles, a panel of at most kOnlinePanelBytes, at most MB.
-  constexpr int64_t kOnlinePanelBytes = 1 << 20;
-  const int64_t R = std::max<int64_t>(MR, std::min<int64_t>(Tl::MB, kOnlinePanelBytes / (m_pad * sizeof(T))) / MR * MR);
-  Buf<T> yp(B * m_pad * d), yy(B * m_pad), hp(B * m_pad);
-  constexpr int64_t kPanelsPerTask = 16;
-  const int64_t ptasks = std::max<int64_t>(1, ceil_div(panels, kPanelsPerTask));
-  const int pack_threads = threads_for(B * m * d * 4, n_threads);
-  parallel_for(B * ptasks, pack_threads, [&](int64_t t, int) {
-    const int64_t b = t / ptasks, p0 = (t % ptasks) * kPanelsPerTask;
-    const int64_t p1 = std::min(panels, p0 + kPanelsPerTask);
-    if (a.active && !a.active[b]) return;
-    pack_y<T>(y + b * m * d, a.hg + b * m, m, d, p0, p1, yp.p + b * m_pad * d, yy.p + b * m_pad, hp.p + b * m_pad);
-  });
-  const int64_t work = B * n * m * (1 + d / 16);
-  const int workers = n_workers(B * kGroupsPerProblem, threads_for(work, n_threads));
-  Buf<T> panel(static_cast<int64_t>(workers) * ceil_div(R, MR) * MR * m_pad);
-  fused_step<T>(B, n, m, R, a, S, Tout, n_threads, work,
+  OnlinePanels<T> op(x, y, a.hg, a.active, B, n, m, d, n_threads);
+  fused_step<T>(B, n, m, op.R, a, S, Tout, n_threads, B * n * m * (1 + d / 16),
                 [&](int64_t b, int64_t i0, int64_t i1, int w, int64_t& ld) {
-                  T* buf = panel.p + static_cast<int64_t>(w) * ceil_div(R, MR) * MR * m_pad;
-                  lse_sqeuclidean_rows<T, true>(x + b * n * d, yp.p + b * m_pad * d, yy.p + b * m_pad,
-                                                hp.p + b * m_pad, a.sf[b], m_pad, d, i0, i1, S + b * n, buf);
-                  ld = m_pad;
-                  return static_cast<const T*>(buf);
+                  return op.rows(b, i0, i1, w, a.sf[b], S + b * n, ld);
                 });
 }
 
@@ -1041,31 +1066,12 @@ void plan_dot_dense_impl(const T* C, const T* hr, const T* hc, const T* scale, i
 template <typename T>
 void plan_dot_sqeuclidean_impl(const T* x, const T* y, const T* hr, const T* hc, const T* scale, int64_t B,
                                int64_t n, int64_t m, int64_t d, T* out, int n_threads) {
-  using Tl = Tiles<T>;
-  constexpr int NR = Tl::NR, MR = Tl::MR;
   if (B == 0) return;
-  const int64_t panels = ceil_div(m, NR);
-  const int64_t m_pad = std::max<int64_t>(1, panels) * NR;
-  constexpr int64_t kOnlinePanelBytes = 1 << 20;
-  const int64_t R = std::max<int64_t>(MR, std::min<int64_t>(Tl::MB, kOnlinePanelBytes / (m_pad * sizeof(T))) / MR * MR);
-  Buf<T> yp(B * m_pad * d), yy(B * m_pad), hp(B * m_pad), rows_lse(B * n);
-  const int64_t work = B * n * m * (1 + d / 16);
-  parallel_for(B * panels, threads_for(B * m * d * 4, n_threads), [&](int64_t t, int) {
-    const int64_t b = t / panels, p = t % panels;
-    pack_y<T>(y + b * m * d, hc + b * m, m, d, p, p + 1, yp.p + b * m_pad * d, yy.p + b * m_pad, hp.p + b * m_pad);
-  });
-  const int workers = n_workers(B * ceil_div(n, R), threads_for(work, n_threads));
-  Buf<T> panel(static_cast<int64_t>(workers) * ceil_div(R, MR) * MR * m_pad);
-  // The panel provider is the fused step's (it also computes a row log-sum-exp, unused here: this
-  // runs once per solve).
-  plan_dot_driver<T>(B, n, m, R, hr, hc, scale, out, n_threads, work,
+  OnlinePanels<T> op(x, y, hc, nullptr, B, n, m, d, n_threads);
+  Buf<T> rows_lse(B * n);  // the panels' row log-sum-exps, unused here (this runs once per solve)
+  plan_dot_driver<T>(B, n, m, op.R, hr, hc, scale, out, n_threads, B * n * m * (1 + d / 16),
                      [&](int64_t b, int64_t i0, int64_t i1, int w, int64_t& ld) {
-                       T* buf = panel.p + static_cast<int64_t>(w) * ceil_div(R, MR) * MR * m_pad;
-                       lse_sqeuclidean_rows<T, true>(x + b * n * d, yp.p + b * m_pad * d, yy.p + b * m_pad,
-                                                     hp.p + b * m_pad, scale[b], m_pad, d, i0, i1,
-                                                     rows_lse.p + b * n, buf);
-                       ld = m_pad;
-                       return static_cast<const T*>(buf);
+                       return op.rows(b, i0, i1, w, scale[b], rows_lse.p + b * n, ld);
                      });
 }
 
