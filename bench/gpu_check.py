@@ -733,6 +733,117 @@ def run_assignment_timing(torch, fastot, dev, report: Report, smoke: bool, quick
             torch.cuda.empty_cache()
 
 
+COST_KERNEL = "fastot._triton sqeuclidean_cost"
+
+
+def run_cost(
+    torch, fastot, dev, report: Report, smoke: bool, quick: bool, checks: bool, deadline: float | None
+) -> None:
+    """The fused conditional cost kernel: checks against float64 (labels with finite and infinite
+    weights, d off the tile sizes), then times it against the torch formulations at n = m = 4096 with
+    10 classes: ``fastot.cost_matrix`` (what it runs on this device) and C²OT's two matrices
+    ``M + w * C`` (the squared distances, then a label-mismatch matrix)."""
+    f32, f64 = torch.float32, torch.float64
+    try:
+        cost = importlib.import_module("fastot._triton.cost")
+    except Exception as exc:
+        report.error("check", "cost kernel", COST_KERNEL, exc)
+        return
+    gen = torch.Generator().manual_seed(4)
+    cases = [(2, 37, 41, 3, 0.7), (1, 20, 19, 70, math.inf)] if smoke else [
+        (2, 300, 257, 3, 0.7), (1, 1000, 999, 64, math.inf), (3, 129, 200, 3072, 2.0)]  # fmt: skip
+    for B, n, m, d, w in cases if checks else []:
+        for dtype in (f32, f64):
+            case = f"cost {str(dtype)[6:]} B={B} n={n} m={m} d={d} w={w}"
+
+            def check(B=B, n=n, m=m, d=d, w=w, dtype=dtype, case=case):
+                x = torch.randn(B, n, d, generator=gen, dtype=f64)
+                y = torch.randn(B, m, d, generator=gen, dtype=f64) + 0.3
+                l0 = torch.randint(0, 4, (B, n), generator=gen)
+                l1 = torch.randint(0, 4, (B, m), generator=gen)
+                ref = sqdist64(torch, x.to(dtype), y.to(dtype))
+                differ = l0[:, :, None] != l1[:, None, :]
+                ref = torch.where(differ, ref + w, ref)
+                xd, yd = x.to(dtype).to(dev), y.to(dtype).to(dev)
+                out = cost.sqeuclidean_cost(xd, yd, l0.to(dev), l1.to(dev), w).cpu()
+                same_inf = bool(torch.equal(torch.isinf(out), torch.isinf(ref)))
+                fin = torch.isfinite(ref)
+                eps = 1.2e-7 if dtype == f32 else 2.3e-16
+                tol = 16 * eps * d * float(ref[fin].abs().max())
+                err = float((out.to(f64)[fin] - ref[fin]).abs().max())
+                status = OK if same_inf and err <= tol else FAIL
+                detail = "" if same_inf else "+inf pattern differs"
+                report.add(Row("check", case, COST_KERNEL, status, max_err=err, tol=tol, detail=detail))
+
+            _guarded_check(torch, dev, report, case, COST_KERNEL, check)
+    if deadline is None:  # no timing
+        return
+    n = 48 if smoke else 4096
+    target_s, max_reps = (0.05, 3) if smoke else ((0.3, 10) if quick else (0.6, 20))
+    for d in (2, 64) if smoke else (2, 64, 3072):
+        case = f"n=m={n} d={d} 10 classes"
+        if time.monotonic() > deadline:
+            report.add(Row("cost", case, "all", SKIPPED, detail="time budget spent", ours=False))
+            continue
+        g = torch.Generator(device=dev).manual_seed(5)
+        x = torch.randn(n, d, device=dev, generator=g)
+        y = torch.randn(n, d, device=dev, generator=g)
+        l0 = torch.randint(0, 10, (n,), device=dev, generator=g)
+        l1 = torch.randint(0, 10, (n,), device=dev, generator=g)
+
+        def fused(x=x, y=y, l0=l0, l1=l1):
+            return cost.sqeuclidean_cost(x[None], y[None], l0[None], l1[None], 1.0)
+
+        def matrix(x=x, y=y, l0=l0, l1=l1):
+            return fastot.cost_matrix(x, y, l0, l1, cond_weight=1.0)
+
+        def two_matrices(x=x, y=y, l0=l0, l1=l1):
+            return fastot.cost_matrix(x, y) + 1.0 * (l0[:, None] != l1[None, :])
+
+        providers = [
+            (COST_KERNEL, fused, True),
+            ("fastot.cost_matrix", matrix, True),
+            ("two matrices M + w*C", two_matrices, False),
+        ]
+        ref = None
+        rows = []
+        for name, fn, ours in providers:
+            try:
+                out = fn().reshape(n, n)
+                if ref is None:
+                    ref = out.double()
+                err = float((out.double() - ref).abs().max())
+                tol = 64 * 1.2e-7 * d * float(ref.abs().max())
+                if not err <= tol:
+                    rows.append(report.add(Row("cost", case, name, FAIL, max_err=err, tol=tol, ours=ours)))
+                    continue
+                sec, reps = _time_adaptive(torch, dev, fn, target_s, max_reps)
+                row = Row("cost", case, name, OK, ms_per_iter=1e3 * sec, max_err=err, tol=tol, ours=ours)
+                row.detail = f"{reps} reps"
+                rows.append(report.add(row))
+            except Exception as exc:
+                rows.append(report.error("cost", case, name, exc, ours=ours))
+            finally:
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+        base = next((r for r in rows if r.provider == COST_KERNEL and r.status == OK), None)
+        for r in rows:
+            if base is not None and r.ms_per_iter is not None:
+                r.rel = r.ms_per_iter / base.ms_per_iter
+
+
+def cost_lines(report: Report) -> list[str]:
+    """The conditional cost timing rows (ms; rel = time / the fused kernel's)."""
+    rows = [r for r in report.rows if r.section == "cost"]
+    if not rows:
+        return []
+    out = ["", "conditional cost matrix (C²OT labels), float32:"]
+    for r in rows:
+        ms = _fmt(r.ms_per_iter, ".4g")
+        out.append(f"  {r.case:26s} {r.provider:34s} {r.status:8s} {ms:>9s} ms  rel {_fmt(r.rel, '.2f')}")
+    return out
+
+
 def assignment_lines(report: Report) -> list[str]:
     """The assignment timing table and issue 4's targets."""
     rows = [r for r in report.rows if r.section == "assign"]
@@ -1055,6 +1166,7 @@ def print_table(meta: dict[str, Any], report: Report, files: tuple[Path, Path] |
             lines.append("  ".join("-" * w for w in widths))
     lines.extend(target_lines(report))
     lines.extend(assignment_lines(report))
+    lines.extend(cost_lines(report))
     if files:
         lines.append(f"\nwritten: {files[0]}  {files[1]}")
     print("\n".join(lines), flush=True)
@@ -1104,9 +1216,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-timing", action="store_true", help="skip sections 2 and 3 (timing)")
     p.add_argument(
         "--timing",
-        choices=("all", "sinkhorn", "assignment"),
+        choices=("all", "sinkhorn", "assignment", "cost"),
         default="all",
-        help="which timing sections run (default all: Sinkhorn, then exact assignment)",
+        help="which timing sections run (default all: Sinkhorn, exact assignment, conditional cost)",
     )
     p.add_argument(
         "--budget-s",
@@ -1163,6 +1275,12 @@ def main(argv: list[str] | None = None) -> int:
                 run_assignment_timing(torch, fastot, dev, report, args.cpu_smoke, args.quick, deadline)
         except Exception as exc:
             report.error("assign", "section 3", "assignment timing", exc)
+        try:  # its checks belong to section 1; its timing (seconds) may run past the deadline
+            timing = not args.no_timing and args.timing in ("all", "cost")
+            run_cost(torch, fastot, dev, report, args.cpu_smoke, args.quick, not args.no_checks,
+                     deadline + 20.0 if timing else None)  # fmt: skip
+        except Exception as exc:
+            report.error("cost", "section 4", "conditional cost", exc)
     except Exception as exc:
         report.error("setup", "gpu_check", "setup", exc)
     finally:

@@ -34,7 +34,7 @@ import json, os, re, subprocess, tempfile
 import torch, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from fastot._triton import assignment, softmin
+from fastot._triton import assignment, cost, softmin
 
 BIN = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
 PTR = {torch.float32: "*fp32", torch.float64: "*fp64", torch.bfloat16: "*bf16", torch.float16: "*fp16"}
@@ -94,6 +94,26 @@ def compile_assignment(name, dtype, warps, constexprs):
     kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
     return resources(kernel)
 
+def compile_cost(in_dtype, config, constexprs):
+    # fastot._triton.cost: the fused conditional cost, labels int64, weight and norms in acc dtype
+    acc = F64 if in_dtype == F64 else F32
+    bm, bn, warps, stages = config
+    consts = {**constexprs, "BLOCK_M": bm, "BLOCK_N": bn}
+    fn = triton.jit(cost._sqeuclidean_cost_kernel)
+    ptrs = {"X": PTR[in_dtype], "Y": PTR[in_dtype], "X2": PTR[acc], "Y2": PTR[acc], "W": PTR[acc],
+            "L0": "*i64", "L1": "*i64", "OUT": PTR[acc]}
+    signature = {}
+    for arg in fn.arg_names:
+        if arg in consts or arg == "stride_xd" or arg == "stride_yd":
+            signature[arg] = "constexpr"
+            consts.setdefault(arg, 1)
+        else:
+            signature[arg] = ptrs.get(arg, "i32")
+    src = ASTSource(fn=fn, signature=signature, constexprs=consts)
+    options = {"num_warps": warps, "num_stages": stages}
+    kernel = triton.compile(src, target=GPUTarget("cuda", 90, 32), options=options)
+    return resources(kernel)
+
 def resources(kernel):
     with tempfile.NamedTemporaryFile(suffix=".cubin") as fh:
         fh.write(kernel.asm["cubin"])
@@ -117,12 +137,23 @@ assignment_cases = [
     ("chunked", F64, 8, {"BLOCK": assignment._CHUNK, "C_F32": True}),
 ]
 cases += [("assignment " + name, dtype, warps, c) for name, dtype, warps, c in assignment_cases]
+def cost_consts(prec, d, labels):
+    block_d = softmin._d_blocking(d, None, prec)[0]
+    return {"BLOCK_D": block_d, "PRECISION": prec, "LABELS": labels, "CLAMP": True}
+cases += [("cost", F32, cfg, cost_consts("ieee", 64, True)) for cfg in cost._GPU_CONFIGS]
+cases += [
+    ("cost", F32, cost._GPU_CONFIGS[0], cost_consts("tf32x3", 3072, False)),
+    ("cost", F64, cost._GPU_CONFIGS[0], cost_consts("ieee", 8, True)),
+    ("cost", BF16, cost._GPU_CONFIGS[1], cost_consts("tf32", 200, False)),
+]
 
 for name, dtype, config, constexprs in cases:
     case = f"{name} {str(dtype)[6:]} {config} {constexprs}"
     try:
         if name.startswith("assignment "):
             regs, stack = compile_assignment(name.split()[1], dtype, config, constexprs)
+        elif name == "cost":
+            regs, stack = compile_cost(dtype, config, constexprs)
         else:
             regs, stack = compile_case(name, dtype, config, constexprs)
         print(json.dumps({"case": case, "ok": True, "regs": regs, "stack": stack}), flush=True)
@@ -141,7 +172,7 @@ def test_kernels_compile_for_sm90():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(results) >= 23, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(results) >= 29, proc.stdout[-3000:] + proc.stderr[-3000:]
     failed = [r for r in results if not r["ok"]]
     assert not failed, "\n".join(f"{r['case']}: {r['error']}" for r in failed)
     spilled = [r for r in results if r["stack"] is not None and r["stack"] > MAX_STACK]

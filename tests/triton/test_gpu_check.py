@@ -40,6 +40,9 @@ def test_cpu_smoke_writes_table_csv_and_json(tmp_path):
     for name in ("fastot device (op)", "fastot device (op) fp32", "fastot cpu", "cost: fastot.cost_matrix"):
         assert name in assign
     assert "assignment targets (issue 4):" in assign and "never slower than fastot's CPU solver" in assign
+    cost = tail[tail.index("conditional cost matrix") :]
+    for name in ("fastot._triton sqeuclidean_cost", "fastot.cost_matrix", "two matrices M + w*C"):
+        assert name in cost
     assert "written:" in out.splitlines()[-1]
     rows = list(csv.DictReader((tmp_path / "out" / "gpu_check.csv").open()))
     providers = {r["provider"] for r in rows}
@@ -53,6 +56,8 @@ def test_cpu_smoke_writes_table_csv_and_json(tmp_path):
         "fastot device (op)",
         "fastot cpu",
     } <= providers
+    costs = [r for r in rows if r["provider"] == "fastot._triton sqeuclidean_cost"]
+    assert {r["section"] for r in costs} == {"check", "cost"} and all(r["status"] == "ok" for r in costs)
     kernels = [r for r in rows if r["provider"] == "fastot._triton solve_lsa"]
     assert any("chunked" in r["case"] for r in kernels) and any("block" in r["case"] for r in kernels)
     assert any("statuses" in r["case"] for r in kernels)
