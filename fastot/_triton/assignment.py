@@ -155,9 +155,11 @@ def _lsa_block_kernel(
         i = f + 0
         h = zero
         lowest = zero
+        # Row f's costs; later rows are loaded at the end of the step that picks them, together with
+        # their entry C_ij (two independent loads in flight instead of two dependent ones per step).
+        c = tl.load(c_base + f * M + idx, mask=cmask & (sink < 0), other=float("inf")).to(dt)
         while sink < 0:
             steps += 1
-            c = tl.load(c_base + i * M + idx, mask=cmask, other=float("inf")).to(dt)
             x = c - v - h
             upd = (x < dist) & (scanned == 0)
             dist = tl.where(upd, x, dist)
@@ -181,9 +183,11 @@ def _lsa_block_kernel(
             sink = tl.where(feasible, tl.where(kmin < BLOCK_M, j, -1), 0)
             scanned = tl.where(idx == j, 1, scanned)
             i_next = tl.where(feasible, i_next, -1)
-            cij = tl.load(c_base + i_next * M + j, mask=(i_next >= 0) & (sink < 0), other=0.0).to(dt)
-            h = tl.where(feasible, cij - vj - lowest, zero)
+            go_on = (i_next >= 0) & (sink < 0)
             i = tl.maximum(i_next, 0)
+            c = tl.load(c_base + i * M + idx, mask=cmask & go_on, other=float("inf")).to(dt)
+            cij = tl.load(c_base + i * M + j, mask=go_on, other=0.0).to(dt)
+            h = tl.where(feasible, cij - vj - lowest, zero)
         ok = (is_free == 1) & (status == 0)
         # dual update on the scanned columns (the sink's label is `lowest`: unchanged), then the flip
         lowest = tl.where(ok, lowest, zero)  # (an infeasible search ends at lowest = inf)
