@@ -374,10 +374,12 @@ _EPS0 = 0.25
 _SWEEPS = ((2048, 64, 5e-5), (512, 32, 1e-4), (0, 4, 6.75e-3))  # small n: the CPU kernel's 4 sweeps
 
 
-def _sweep_schedule(n: int) -> tuple[int, float]:
-    """(number of sweeps, temperature decay per sweep) for problems with n rows."""
-    sweeps, end = next((s, e) for lo, s, e in _SWEEPS if n >= lo)
-    return sweeps, (end / _EPS0) ** (1.0 / (sweeps - 1))
+def _sweep_schedule(n: int, sweeps: int | None = None) -> tuple[int, float]:
+    """(number of sweeps, temperature decay per sweep) for problems with n rows; ``sweeps`` overrides
+    the count (same final temperature)."""
+    count, end = next((s, e) for lo, s, e in _SWEEPS if n >= lo)
+    count = count if sweeps is None else sweeps
+    return count, (end / _EPS0) ** (1.0 / max(count - 1, 1))
 
 
 def _rows_take_best(C: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -410,7 +412,9 @@ def _lse(
     return torch.logsumexp(h[:, None, :] - s * C32, dim=2)
 
 
-def _entropic_potentials(C: torch.Tensor, kernel: bool | None = None) -> torch.Tensor:
+def _entropic_potentials(
+    C: torch.Tensor, kernel: bool | None = None, sweeps: int | None = None
+) -> torch.Tensor:
     """Column potentials ``g (B, m)`` from log-domain Sinkhorn sweeps (float32, uniform weights, a
     decreasing temperature); ``+inf`` entries are zero-weight terms, non-finite results become 0.
     ``kernel``: use the fused Triton LSE kernel (default: on CUDA)."""
@@ -422,7 +426,7 @@ def _entropic_potentials(C: torch.Tensor, kernel: bool | None = None) -> torch.T
     lo = C32.amin(2)
     spread = torch.where(torch.isfinite(hi) & torch.isfinite(lo), hi - lo, 0.0).mean(1)
     eps = torch.where(spread > 0, _EPS0 * spread, 1.0)
-    sweeps, decay = _sweep_schedule(C.shape[1])
+    sweeps, decay = _sweep_schedule(C.shape[1], sweeps)
     g = torch.zeros(C.shape[0], C.shape[2], dtype=torch.float32, device=C.device)
     for _ in range(sweeps):
         # f_i = softmin_eps_j (C_ij - g_j), then g_j = softmin_eps_i (C_ij - f_i)
@@ -435,7 +439,7 @@ def _entropic_potentials(C: torch.Tensor, kernel: bool | None = None) -> torch.T
 
 
 def warm_start_state(
-    C: torch.Tensor, kind: bool | str = "auto", dtype: torch.dtype | None = None
+    C: torch.Tensor, kind: bool | str = "auto", dtype: torch.dtype | None = None, sweeps: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Starting column potentials ``v (B, m)`` (in ``dtype``, default ``C``'s) and column owners
     ``row4col (B, m)`` int32 for square problems ``C (B, n, n)``.
@@ -443,14 +447,15 @@ def warm_start_state(
     ``"columns"``: column reduction (``v_j = min_i C_ij``); ``"entropic"``: potentials from a few
     Sinkhorn sweeps (shifted or high-dimensional clouds, where column reduction leaves most rows free);
     ``"auto"``/``True``: per problem, whichever leaves fewer rows free. Then every row takes its
-    cheapest column (:func:`_rows_take_best`). The optimum never depends on the choice.
+    cheapest column (:func:`_rows_take_best`). The optimum never depends on the choice. ``sweeps``
+    overrides the number of Sinkhorn sweeps (default: by size, see ``_SWEEPS``).
     """
     dtype = C.dtype if dtype is None else dtype
     colmin = C.amin(1).to(dtype)
     v_cols = torch.where(torch.isfinite(colmin), colmin, 0.0)
     if kind == "columns":
         return v_cols, _rows_take_best(C, v_cols)[0]
-    v_ent = _entropic_potentials(C).to(dtype)
+    v_ent = _entropic_potentials(C, sweeps=sweeps).to(dtype)
     if kind == "entropic":
         return v_ent, _rows_take_best(C, v_ent)[0]
     r_cols, free_cols = _rows_take_best(C, v_cols)
@@ -472,6 +477,8 @@ def solve_lsa(
     fused_argmin: bool | None = None,
     stats: dict[str, torch.Tensor] | None = None,
     dtype: torch.dtype | None = None,
+    num_warps: int | None = None,
+    sweeps: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Solve a batch of (minimisation) assignment problems exactly, one program per problem.
 
@@ -492,6 +499,9 @@ def solve_lsa(
         dtype: the arithmetic's dtype, float32 or float64 (default ``C``'s). A float32 ``C`` may be
             solved in float64 (its entries convert exactly on load): the same answer as converting
             ``C`` first, with half the memory and half the bytes read per step.
+        num_warps, sweeps: tuning overrides (``bench/gpu_check.py`` sweeps them on a GPU): warps per
+            program (default: by column count, see ``_block_warps``; 1 under the interpreter) and the
+            number of Sinkhorn sweeps of the entropic warm start (default: by size, ``_SWEEPS``).
         stats: if a dict is given, it receives ``"free"`` (B,) (rows left free by the warm start,
             i.e. augmenting paths searched) and ``"steps"`` (B,) (Dijkstra steps, each one pass over a
             row of ``C``): the work that sets the kernel's time.
@@ -522,6 +532,10 @@ def solve_lsa(
         raise ValueError(f"block_cap must be a power of two >= 16, got {block_cap!r}")
     if not any(warm_start is w for w in _WARM_STARTS[:2]) and warm_start not in _WARM_STARTS[2:]:
         raise ValueError(f"warm_start must be one of {_WARM_STARTS}, got {warm_start!r}")
+    if num_warps is not None and (not isinstance(num_warps, int) or num_warps not in (1, 2, 4, 8, 16, 32)):
+        raise ValueError(f"num_warps must be a power of two from 1 to 32, got {num_warps!r}")
+    if sweeps is not None and (not isinstance(sweeps, int) or sweeps < 1):
+        raise ValueError(f"sweeps must be a positive integer, got {sweeps!r}")
     if M > cap:
         kernel_name = "chunked"
     kernel, interpret = _get(kernel_name, dev)
@@ -537,7 +551,7 @@ def solve_lsa(
     status = torch.where(invalid, STATUS_INVALID, STATUS_OK).to(torch.int32)
     warm = warm_start is not False and R == M
     if warm:
-        v, row4col = warm_start_state(C, warm_start, dtype)
+        v, row4col = warm_start_state(C, warm_start, dtype, sweeps)
         free = R - (row4col >= 0).sum(1)
     else:
         row4col = torch.full((B, M), -1, dtype=torch.int32, device=dev)
@@ -549,7 +563,7 @@ def solve_lsa(
         launch[(B,)](
             C, col4row, u, v, row4col, status, steps, R, M, C.stride(0),
             BLOCK_M=block_m, INIT=warm, FUSED=not interpret if fused_argmin is None else bool(fused_argmin),
-            num_warps=1 if interpret else _block_warps(block_m),
+            num_warps=num_warps or (1 if interpret else _block_warps(block_m)),
         )  # fmt: skip
     else:
         chunk = cap if block_cap is not None or interpret else _CHUNK
@@ -563,7 +577,7 @@ def solve_lsa(
             col4row = full.scatter_(1, rows_of, col_ids)[:, :R].contiguous()
         launch[(B,)](
             C, col4row, v, dist, pred, row4col, scan, status, steps, R, M, C.stride(0),
-            BLOCK=chunk, num_warps=1 if interpret else _block_warps(chunk),
+            BLOCK=chunk, num_warps=num_warps or (1 if interpret else _block_warps(chunk)),
         )  # fmt: skip
         # u_i = C_i,col4row[i] - v_col4row[i] (the chunked kernel keeps only v)
         cols = col4row.clamp_min(0)

@@ -100,6 +100,18 @@ def test_warm_starts_give_the_optimum(torch_gen, warm_start, cap):
         assert (free < 20).all()
 
 
+@pytest.mark.parametrize("cap", CAPS)
+def test_tuning_overrides_keep_the_optimum(torch_gen, cap):
+    # bench/gpu_check.py times these knobs on a GPU; any value must give the same optimum
+    x = torch.randn(2, 20, 3, generator=torch_gen, dtype=F64)
+    C = torch.cdist(x, torch.randn(2, 20, 3, generator=torch_gen, dtype=F64) + 1.0) ** 2
+    for kw in ({"num_warps": 2}, {"sweeps": 1}, {"sweeps": 12}, {"num_warps": 4, "sweeps": 3}):
+        _check_batch(C, *_solve(C, block_cap=cap, warm_start="entropic", **kw))
+    for bad in ({"num_warps": 3}, {"num_warps": 64}, {"sweeps": 0}, {"sweeps": 2.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            tas.solve_lsa(C.to(DEVICE), **bad)
+
+
 def test_entropic_sweeps_kernel_and_torch_agree(torch_gen):
     # on CUDA the sweeps run fastot's lse_dense kernel; elsewhere the same formula in torch
     x = torch.randn(2, 13, 3, generator=torch_gen, dtype=F64)
