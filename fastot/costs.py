@@ -11,6 +11,7 @@ import torch
 __all__ = [
     "COND_COSTS",
     "COSTS",
+    "augmented_points",
     "check_point_clouds",
     "conditional_cost",
     "cost_matrix",
@@ -192,6 +193,101 @@ def conditional_cost(
     return fused_cost(x.to(compute), y.to(compute), y0, y1, cond_weight, kind, center=center).to(dtype)
 
 
+def augmented_points(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    y0: torch.Tensor | None,
+    y1: torch.Tensor | None,
+    cond_weight: float | torch.Tensor,
+    kind: str | None,
+    *,
+    center: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Point clouds whose squared Euclidean distances are the conditional cost (no validation).
+
+    ``|x'_i - y'_j|^2 = |x_i - y_j|^2 + w c(y0_i, y1_j)`` in exact arithmetic, with ``w = cond_weight``:
+
+    - ``kind="sqeuclidean"``: ``x' = [x, sqrt(w) y0]`` (``w |u - v|^2 = |sqrt(w) u - sqrt(w) v|^2``);
+    - ``kind="cosine"``: ``x' = [x, sqrt(w / 2) y0 / |y0|]`` (``w (1 - cos) = (w / 2) |u - v|^2`` for unit
+      ``u, v``; zero vectors count as orthogonal to everything);
+    - ``kind="label"`` (finite ``w``): ``x' = [x, sqrt(w / 2) onehot(y0)]`` over the labels present in
+      ``y0`` and ``y1`` (``w 1[y0_i != y1_j] = (w / 2) |oh_i - oh_j|^2``). Eager only: the one-hot width is
+      the number of distinct labels. ``w`` enters the cost through the rounding of the product
+      ``<x'_i, y'_j>`` (absolute error about ``eps * (|x_i|^2 + |y_j|^2 + w)``), so a huge finite weight
+      (C²OT's ``1e8``) is better given as ``inf`` (a hard constraint);
+    - ``kind=None``: ``x``, ``y`` themselves (no condition).
+
+    Args:
+        x: ``(..., n, d)`` floating points (the compute dtype), y: ``(..., m, d)``; batch dims broadcast
+            with the conditions'.
+        y0, y1: ``(..., n, e)``, ``(..., m, e)`` floating embeddings or ``(..., n)``, ``(..., m)`` labels.
+        cond_weight: ``w >= 0`` (finite), a number or a 0-d tensor.
+        kind: ``"sqeuclidean"``, ``"cosine"``, ``"label"`` or ``None``.
+        center: ``None`` (no shift), ``"common"`` (both clouds shifted by their common mean: distances
+            unchanged) or ``"separate"`` (each cloud on its own mean: the squared distances change by a row
+            and a column constant only, so balanced plans do not change). The label block is appended
+            after centring and never centred: its share of the cost stays exactly ``w 1[!=]``, as in
+            :func:`fused_cost` (centred, it would carry row and column constants of its own).
+
+    Returns:
+        ``(x', y')`` of shapes ``(..., n, d + k)``, ``(..., m, d + k)`` (``k`` = ``e``, the number of labels,
+        or 0), in ``x``'s dtype. Fresh tensors unless ``kind`` and ``center`` are ``None``.
+    """
+    fresh = False  # x, y are our own copies (then centre them in place: one n x (d + e) copy, not two)
+    if kind in ("sqeuclidean", "cosine"):
+        x, y = _append_features(x, y, *_embedding_features(x, y0, y1, cond_weight, kind))
+        fresh = True
+    if center is not None:
+        sx, sy = _centres(x, y, center)
+        x, y = (x.sub_(sx), y.sub_(sy)) if fresh else (x - sx, y - sy)
+    if kind == "label":
+        x, y = _append_features(x, y, *_label_features(x, y0, y1, cond_weight))
+    return x, y
+
+
+def _embedding_features(x, y0, y1, w, kind):
+    """``sqrt(w) u`` (sqeuclidean) or ``sqrt(w / 2) u / |u|`` (cosine) for both sides, in ``x``'s dtype."""
+    u0, u1 = y0.to(x.dtype), y1.to(x.dtype)
+    if kind == "cosine":
+        u0 = u0 / u0.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        u1 = u1 / u1.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        w = w / 2
+    s = w.to(x.dtype).sqrt() if isinstance(w, torch.Tensor) else math.sqrt(w)
+    return s * u0, s * u1
+
+
+def _label_features(x, y0, y1, w):
+    """``sqrt(w / 2) onehot(label)`` over the labels present in ``y0`` and ``y1`` (eager: data-dependent
+    width), shapes ``(..., n, k)``, ``(..., m, k)``."""
+    labels, inv = torch.unique(torch.cat([y0.reshape(-1), y1.reshape(-1)]), return_inverse=True)
+    k = labels.shape[0]
+    onehot = torch.nn.functional.one_hot(inv, k).to(x.dtype)
+    w = w / 2
+    s = w.to(x.dtype).sqrt() if isinstance(w, torch.Tensor) else math.sqrt(w)
+    onehot = s * onehot
+    return onehot[: y0.numel()].reshape(*y0.shape, k), onehot[y0.numel() :].reshape(*y1.shape, k)
+
+
+def _append_features(x, y, u0, u1):
+    """``[x, u0]``, ``[y, u1]`` along the last dim, batch dimensions broadcast."""
+    bx = torch.broadcast_shapes(x.shape[:-2], u0.shape[:-2])
+    by = torch.broadcast_shapes(y.shape[:-2], u1.shape[:-2])
+    x = torch.cat([x.expand(*bx, *x.shape[-2:]), u0.expand(*bx, *u0.shape[-2:])], -1)
+    y = torch.cat([y.expand(*by, *y.shape[-2:]), u1.expand(*by, *u1.shape[-2:])], -1)
+    return x, y
+
+
+def _centres(x, y, center):
+    """The (detached) shifts of ``x`` and ``y``: each cloud's mean (``"separate"``) or their common mean."""
+    if center == "separate":
+        return x.mean(-2, keepdim=True).detach(), y.mean(-2, keepdim=True).detach()
+    if center != "common":
+        raise ValueError(f'center must be "common", "separate" or None, got {center!r}')
+    n, m = x.shape[-2], y.shape[-2]
+    s = ((x.sum(-2, keepdim=True) + y.sum(-2, keepdim=True)) / torch.sym_max(n + m, 1)).detach()
+    return s, s
+
+
 def fused_cost(
     x: torch.Tensor,
     y: torch.Tensor,
@@ -203,32 +299,18 @@ def fused_cost(
     center: str = "common",
     clamp: bool = True,
 ) -> torch.Tensor:
-    """The fused conditional cost without validation, in ``x``'s (compute) dtype. ``kind`` is a concrete
-    condition cost (``"label"``, ``"sqeuclidean"``, ``"cosine"``) or ``None`` for no condition.
+    """The fused conditional cost ``(..., n, m)`` without validation, in ``x``'s (compute) dtype. ``kind``
+    is a concrete condition cost (``"label"``, ``"sqeuclidean"``, ``"cosine"``) or ``None`` for no condition.
+    Embeddings are appended to the points by :func:`augmented_points` (one product over ``d + e``
+    coordinates); labels are added by a mask pass over the product (exact for any ``w``, unlike a one-hot).
     ``clamp=False``: rounding may leave tiny negative entries (an assignment solver does not mind), and for
     few coordinates the whole cost is then one matrix product (see below)."""
     w = cond_weight
-    fresh = False  # x, y are our own copies (then centre them in place: one n x (d + e) copy, not two)
-    if kind in ("sqeuclidean", "cosine"):
-        u0, u1 = y0.to(x.dtype), y1.to(x.dtype)
-        if kind == "cosine":
-            u0 = u0 / u0.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-            u1 = u1 / u1.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-            w = w / 2
-        s = w.to(x.dtype).sqrt() if isinstance(w, torch.Tensor) else math.sqrt(w)
-        bx = torch.broadcast_shapes(x.shape[:-2], u0.shape[:-2])
-        by = torch.broadcast_shapes(y.shape[:-2], u1.shape[:-2])
-        x = torch.cat([x.expand(*bx, *x.shape[-2:]), (s * u0).expand(*bx, *u0.shape[-2:])], -1)
-        y = torch.cat([y.expand(*by, *y.shape[-2:]), (s * u1).expand(*by, *u1.shape[-2:])], -1)
-        fresh = True
+    emb = kind if kind in ("sqeuclidean", "cosine") else None
     if center == "interaction":
-        sx, sy = None, y.mean(-2, keepdim=True).detach()
-    elif center == "separate":
-        sx, sy = x.mean(-2, keepdim=True).detach(), y.mean(-2, keepdim=True).detach()
-    else:
-        n, m = x.shape[-2], y.shape[-2]
-        sx = sy = ((x.sum(-2, keepdim=True) + y.sum(-2, keepdim=True)) / torch.sym_max(n + m, 1)).detach()
-    if center == "interaction":
+        x, y = augmented_points(x, y, y0, y1, w, emb)
+        fresh = emb is not None
+        sy = y.mean(-2, keepdim=True).detach()
         # -2 <x_i, y_j - q> (q the mean of y) is |x_i - y_j|^2 minus |x_i|^2 + 2 <x_i, q> (a row constant)
         # and |y_j|^2 (a column constant): the same optimal balanced couplings, for one matrix product
         # and one pass over y (centring y and the factor -2 together: -2 (y - q) = 2 q - 2 y). Centring
@@ -237,7 +319,7 @@ def fused_cost(
         y = y.mul_(-2.0).add_(2.0 * sy) if fresh else torch.add(2.0 * sy, y, alpha=-2.0)
         C = torch.matmul(x, y.mT)
     else:
-        x, y = (x.sub_(sx), y.sub_(sy)) if fresh else (x - sx, y - sy)
+        x, y = augmented_points(x, y, y0, y1, w, emb, center=center)
         if not clamp and x.shape[-1] <= 64:
             # One product writes the finished matrix: [x_i, |x_i|^2, 1] . [-2 y_j, 1, |y_j|^2]. (Separate
             # passes for the norms, the bias and the clamp each cost as much as the product at small d.)

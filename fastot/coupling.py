@@ -17,9 +17,10 @@ from typing import Any
 import torch
 
 from . import ops as _ops  # noqa: F401  (registers torch.ops.fastot.*)
-from .costs import check_cond_weight, fused_cost, resolve_cond_cost, sqeuclidean
+from .costs import augmented_points, check_cond_weight, fused_cost, resolve_cond_cost, sqeuclidean
+from .geometry import Geometry
 from .outputs import SinkhornOutput
-from .sinkhorn import sinkhorn
+from .sinkhorn import _AUTO_ONLINE_ENTRIES, MODES, sinkhorn
 
 __all__ = [
     "METHODS",
@@ -45,8 +46,15 @@ class Coupling:
         cond_weight: the condition weight used (a float, a 0-d tensor, or ``None`` without conditions).
         ratio: with ``target_r``: the fraction of (sampled) cost entries below the independent pairs' point
             cost reached by ``cond_weight`` (C²OT's ``r``); else ``None``.
-        sinkhorn: the :class:`~fastot.outputs.SinkhornOutput` of the entropic methods (potentials for a warm
-            start, ``converged``, ``error``, ``n_iter``); ``None`` for the others.
+        sinkhorn: the :class:`~fastot.outputs.SinkhornOutput` of the entropic methods (potentials
+            ``f (n0,)``, ``g (n1,)`` for a warm start, ``converged``, ``error``, ``n_iter``); ``None`` for the
+            others. Its cost is the (centred) conditional cost in both modes (online: the squared distances
+            of the augmented points, the same numbers up to rounding), so ``plan()`` and ``apply()`` agree.
+            A hard class constraint in online mode is solved per class: ``f``, ``g`` are the per-class
+            potentials scattered back to the global rows and columns (balanced: each class has its own
+            additive constant), ``value`` the sum over classes, ``error`` the sum (balanced: the whole
+            problem's column L1 error) or the largest (unbalanced), ``n_iter`` the largest, ``converged``
+            whether all classes converged; ``plan()`` is the ``(n0, n1)`` plan, 0 across classes.
         epsilon: the absolute temperature of the entropic methods (float or 0-d tensor), else ``None``.
     """
 
@@ -114,6 +122,22 @@ def couple(
             ``2 sqrt(tr(S0 S1))`` (``S0, S1`` the clouds' covariances) — ``2 sqrt(d)`` for two standard
             Gaussians — so the default is as sharp at d = 3072 as at d = 2, where torchcfm's fixed
             ``reg = 0.05`` underflows.
+        mode: the entropic methods' cost, as :func:`fastot.sinkhorn`'s ``mode``. ``"dense"`` forms the
+            ``(n0, n1)`` cost with the condition term fused in. ``"online"`` never forms an ``n0 x n1``
+            matrix: Sinkhorn computes the cost tile by tile from points ``(n0, D)``, ``(n1, D)`` whose
+            squared distances are the conditional cost (:func:`fastot.costs.augmented_points`: embeddings
+            ``[x, sqrt(w) e]``, cosine ``[x, sqrt(w/2) e/|e|]``, labels with a finite weight
+            ``[x, sqrt(w/2) onehot(label)]``, ``D = d + e`` or ``d`` + the number of labels), and pairs are
+            drawn by blocks of at most 2^20 plan entries computed from the points (memory
+            ``O((n0 + n1) D)`` plus the blocks). A hard class constraint is split instead: each class one
+            problem of a single batched online solve, padded to the largest class with zero-weight points
+            (eager only; not ``"partial"``, whose transported mass is shared by all classes). ``"auto"``
+            (default): online beyond ``fastot.sinkhorn``'s threshold of 2^26 cost entries ``n0 * n1``
+            where online applies (labels: eager mode; not ``"partial"`` with a hard constraint), dense
+            otherwise. Both modes solve the same problem: same potentials and, from the same
+            ``generator``, the same pairs up to rounding. Under ``torch.compile`` the online solve is one
+            op but the pairs are drawn from one ``(n0, n1)`` block of logits (a loop over row blocks would
+            recompile for every batch size). The other methods accept only ``"auto"``.
         epsilon_rel: default 0.1 (measured on 2 cores: at d = 2 and d = 3072, n = 1024, the balanced
             solve then needs 50-150 iterations; 0.05 gives sharper plans for 2-7x more iterations).
         reg_m: ``"unbalanced"``: KL marginal penalty (absolute, POT's ``reg_m``); default ``None``: ``s``
@@ -151,13 +175,15 @@ def couple(
     and CUDA tensors, are solved in float64.
 
     ``"exact"`` and ``"sinkhorn"`` (without ``target_r``, and labels with a finite weight or with
-    ``cond_weight=inf`` and equal class counts) work under ``torch.compile(fullgraph=True)``. In eager
+    ``cond_weight=inf`` and equal class counts; ``mode="online"`` without labels) work under
+    ``torch.compile(fullgraph=True)``. In eager
     mode non-finite inputs are reported by name; in a compiled graph they reach the assignment op as NaN
     costs and raise its ``ValueError("matrix contains invalid numeric entries")``.
 
     Raises:
         ValueError: unknown ``method`` or option; shapes, devices or option values that do not fit (the
-            message names the argument); non-finite values; an infeasible hard class constraint.
+            message names the argument); non-finite values; an infeasible hard class constraint (entropic
+            methods: a class present on one side only); ``mode="online"`` where it cannot apply.
         TypeError: non-tensor or non-floating points; labels mixed with embeddings.
         RuntimeError: an entropic solve did not converge (with ``strict=True``).
     """
@@ -176,6 +202,7 @@ def _default_options() -> dict[str, Any]:
         "max_weight_iter": 10,
         "epsilon": None,
         "epsilon_rel": 0.1,
+        "mode": "auto",
         "reg_m": None,
         "mass": 0.9,
         "max_iter": 2000,
@@ -300,14 +327,35 @@ def solve_coupling(
         i, j = _subset_pairs(i, j, opt["batch_size"], gen)
         return Coupling(i, j, cond_weight=_weight_out(w, kind), ratio=ratio)
 
-    # ---- entropic methods
+    return _entropic(a, b, c0, c1, kind, w, hard, method, opt, ratio, compiling)
+
+
+# ---------------------------------------------------------------------------------------- entropic methods
+
+
+def _entropic(a, b, c0, c1, kind, w, hard, method, opt, ratio, compiling) -> Coupling:
+    """``"sinkhorn"``, ``"unbalanced"``, ``"partial"`` on ``a (n0, d)``, ``b (n1, d)`` with prepared
+    conditions: the cost dense (``fused_cost``) or online (points whose squared distances are the cost,
+    :func:`~fastot.costs.augmented_points`; per class for a hard constraint), then pairs drawn from the
+    plan."""
+    n0, n1 = a.shape[0], b.shape[0]
+    if hard and not compiling:
+        _check_classes_on_both_sides(c0, c1)
+    online = _use_online(opt["mode"], method, kind, hard, n0, n1, compiling)
     # Balanced plans do not change when a row or a column constant is added to the cost: centre each cloud
     # (better conditioned, as for "exact"). Unbalanced and partial plans do change: shift both by one vector.
     center = "separate" if method == "sinkhorn" else "common"
-    C = fused_cost(a, b, c0, c1, 0.0 if hard else w, None if hard else kind, center=center)
-    scale = _cost_scale(C)
-    if hard:
-        C = C.masked_fill(c0[:, None] != c1[None, :], math.inf)
+    # A hard constraint: the scale (and the default epsilon) is that of the point cost; the classes mask
+    # the cost (dense) or split the problem (online).
+    cw, ck = (0.0, None) if hard else (w, kind)
+    if online:
+        x, y = augmented_points(a, b, c0, c1, cw, ck, center=center)  # (n0, D), (n1, D)
+        scale = _cost_scale(_cost_sample(x, y))
+    else:
+        C = fused_cost(a, b, c0, c1, cw, ck, center=center)  # (n0, n1)
+        scale = _cost_scale(C)
+        if hard:
+            C = C.masked_fill(c0[:, None] != c1[None, :], math.inf)
     eps = opt["epsilon"] if opt["epsilon"] is not None else opt["epsilon_rel"] * scale
     reg_m = None
     mass = None
@@ -318,17 +366,22 @@ def solve_coupling(
     elif method == "partial":
         mass = opt["mass"]
     warm = opt["f_init"] is not None or opt["g_init"] is not None
-    out = sinkhorn(
-        cost=C,
-        epsilon=eps,
-        reg_m=reg_m,
-        mass=mass,
-        max_iter=opt["max_iter"],
-        tol=opt["tol"],
-        epsilon_init=None if warm else eps / opt["epsilon_rel"] if opt["epsilon"] is None else None,
-        f_init=opt["f_init"],
-        g_init=opt["g_init"],
-    )
+    solve = {
+        "epsilon": eps,
+        "reg_m": reg_m,
+        "mass": mass,
+        "max_iter": opt["max_iter"],
+        "tol": opt["tol"],
+        "epsilon_init": None if warm else eps / opt["epsilon_rel"] if opt["epsilon"] is None else None,
+    }
+    if online and hard:
+        out, row_lse, partners = _solve_class_split(x, y, c0, c1, opt, solve)
+    elif online:
+        out = sinkhorn(x=x, y=y, mode="online", f_init=opt["f_init"], g_init=opt["g_init"], **solve)
+        row_lse, partners = _points_sampler(x, y, out)
+    else:
+        out = sinkhorn(cost=C, f_init=opt["f_init"], g_init=opt["g_init"], **solve)
+        row_lse, partners = _dense_sampler(C, out)
     if not compiling and not bool(out.converged.all()):
         msg = (
             f"couple(method={method!r}): Sinkhorn did not converge within max_iter={opt['max_iter']} "
@@ -339,9 +392,223 @@ def solve_coupling(
             msg += " (a hard class constraint with different class counts has no balanced plan)"
         if opt["strict"]:
             raise RuntimeError(msg)
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
-    i, j = _sample_sinkhorn(C, out, opt["batch_size"], opt["replace"], gen)
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+    gen = opt["generator"]
+    i, j = _sample_pairs(n0, n1, row_lse, partners, opt["batch_size"], opt["replace"], gen, a.device)
     return Coupling(i, j, cond_weight=_weight_out(w, kind), ratio=ratio, sinkhorn=out, epsilon=eps)
+
+
+def _use_online(mode: str, method: str, kind, hard: bool, n0: int, n1: int, compiling: bool) -> bool:
+    """Resolves ``mode``: ``"online"`` where asked (or an error where it cannot apply), ``"auto"``: online
+    beyond ``fastot.sinkhorn``'s threshold of cost entries, where online applies."""
+    if mode == "dense":
+        return False
+    # Labels in online mode need eager execution: the one-hot width (finite weight) and the per-class
+    # batch (hard constraint) depend on the label values.
+    needs_eager = kind == "label" and compiling
+    # Partial transport moves a total mass shared by all classes: its problem does not split per class.
+    no_split = hard and method == "partial"
+    if mode == "online":
+        if needs_eager:
+            raise ValueError(
+                'mode="online" with labels y0, y1 needs eager mode (the one-hot width, and a hard class '
+                'constraint\'s per-class split, depend on the label values); use mode="dense" under '
+                "torch.compile"
+            )
+        if no_split:
+            raise ValueError(
+                'mode="online" cannot solve method="partial" with a hard class constraint (cond_weight=inf): '
+                "the transported mass is shared by all classes, so the problem does not split per class; "
+                'use mode="dense" or a finite cond_weight'
+            )
+        return True
+    return n0 * n1 > _AUTO_ONLINE_ENTRIES and not needs_eager and not no_split
+
+
+def _check_classes_on_both_sides(y0: torch.Tensor, y1: torch.Tensor) -> None:
+    """Entropic plans under a hard class constraint pair every sample within its class: a class on one
+    side only leaves its samples without any partner (no plan, balanced or not: the solver would only
+    produce NaN potentials)."""
+    u0, u1 = torch.unique(y0), torch.unique(y1)
+    only0 = u0[~torch.isin(u0, u1)]
+    only1 = u1[~torch.isin(u1, u0)]
+    if only0.numel() or only1.numel():
+        raise ValueError(
+            "a hard class constraint (labels with cond_weight=inf) needs every class on both sides for the "
+            f"entropic methods: classes {only0.tolist()[:8]} appear only in y0 and {only1.tolist()[:8]} only "
+            'in y1; pass a finite cond_weight, or use method="exact" (it pairs min(n0_c, n1_c) per class)'
+        )
+
+
+def _cost_sample(x: torch.Tensor, y: torch.Tensor, max_side: int = 256) -> torch.Tensor:
+    """The cost block of at most ``max_side`` evenly spaced rows and columns (those :func:`_cost_scale`
+    reads from a dense cost), from points ``x (n, D)``, ``y (m, D)``: ``(min(n, max_side), min(m,
+    max_side))``."""
+    return sqeuclidean(x[_spaced(x.shape[0], max_side, x.device)], y[_spaced(y.shape[0], max_side, y.device)])
+
+
+def _spaced(n: int, max_side: int, device) -> torch.Tensor | slice:
+    """``max_side`` evenly spaced indices of ``n`` (all of them, as a slice, when ``n <= max_side``)."""
+    return torch.linspace(0, n - 1, max_side, device=device).long() if n > max_side else slice(None)
+
+
+# ------------------------------------------------------------------------------ online, per-class batches
+
+
+@dataclass
+class _ClassBlocks:
+    """Samples gathered by class: block ``k`` holds class ``k``'s samples in ascending order, padded.
+
+    ``idx0 (K, L0)``, ``idx1 (K, L1)``: global indices of the block entries (``-1``: padding; real entries
+    first); ``cnt0``, ``cnt1`` ``(K,)`` class counts; ``cls0 (n0,)``, ``cls1 (n1,)`` each sample's block and
+    ``pos0``, ``pos1`` its position in that block."""
+
+    idx0: torch.Tensor
+    idx1: torch.Tensor
+    cnt0: torch.Tensor
+    cnt1: torch.Tensor
+    cls0: torch.Tensor
+    cls1: torch.Tensor
+    pos0: torch.Tensor
+    pos1: torch.Tensor
+
+
+def _class_blocks(y0: torch.Tensor, y1: torch.Tensor, square: bool) -> _ClassBlocks:
+    """Gathers the labels' classes into padded blocks (eager: shapes depend on the labels). ``square``:
+    ``L0 = L1`` = the largest class count on either side; else ``L0``, ``L1`` the largest per side."""
+    dev = y0.device
+    labels, inv = torch.unique(torch.cat([y0, y1]), return_inverse=True)
+    cls0, cls1 = inv[: y0.shape[0]], inv[y0.shape[0] :]
+    K = labels.shape[0]
+
+    def blocks(cls):
+        counts = torch.bincount(cls, minlength=K)
+        order = torch.argsort(cls, stable=True)
+        start = torch.cumsum(counts, 0) - counts
+        rank = torch.arange(cls.shape[0], device=dev) - start[cls[order]]
+        pos = torch.empty_like(rank)
+        pos[order] = rank
+        return counts, order, rank, pos
+
+    cnt0, ord0, rank0, pos0 = blocks(cls0)
+    cnt1, ord1, rank1, pos1 = blocks(cls1)
+    L0 = int(cnt0.max()) if K else 0
+    L1 = int(cnt1.max()) if K else 0
+    if square:
+        L0 = L1 = max(L0, L1)
+    idx0 = torch.full((K, L0), -1, dtype=torch.int64, device=dev)
+    idx1 = torch.full((K, L1), -1, dtype=torch.int64, device=dev)
+    idx0[cls0[ord0], rank0] = ord0
+    idx1[cls1[ord1], rank1] = ord1
+    return _ClassBlocks(idx0, idx1, cnt0, cnt1, cls0, cls1, pos0, pos1)
+
+
+def _gather_rows(t: torch.Tensor, idx: torch.Tensor, fill: float) -> torch.Tensor:
+    """``t (n, *rest)`` gathered into blocks ``(K, L, *rest)`` by ``idx (K, L)``; padding set to ``fill``."""
+    out = t[idx.clamp_min(0)]
+    pad = (idx < 0).reshape(*idx.shape, *([1] * (t.dim() - 1)))
+    return out.masked_fill(pad, fill)
+
+
+def _scatter_rows(blocks: torch.Tensor, idx: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of :func:`_gather_rows`: ``blocks (K, L, *rest)`` -> ``(n, *rest)`` (padding dropped)."""
+    real = idx >= 0
+    out = blocks.new_zeros((n, *blocks.shape[2:]))
+    out[idx[real]] = blocks[real]
+    return out
+
+
+def _solve_class_split(x, y, y0, y1, opt, solve):
+    """A hard class constraint in online mode: every class one problem of one batched online solve.
+
+    ``x (n0, D)``, ``y (n1, D)`` are the centred points. Each class is gathered into a ``(K, L0, D)``,
+    ``(K, L1, D)`` batch padded with zero-weight points; real points keep the whole problem's weights
+    ``1/n0``, ``1/n1`` (which need not sum to 1 per class). The masked dense problem decouples into these
+    blocks (its cross-class entries carry no mass), so with equal class shares the plans are the dense
+    masked problem's. Returns the :class:`SinkhornOutput` of the whole problem (potentials scattered back
+    to the global rows and columns; see :class:`_ClassBlockGeometry`) and the sampler callbacks.
+    """
+    n0, n1 = x.shape[0], y.shape[0]
+    blk = _class_blocks(y0, y1, square=False)
+    K = blk.idx0.shape[0]
+    real0, real1 = blk.idx0 >= 0, blk.idx1 >= 0
+    wa = real0.to(x.dtype) / n0  # (K, L0): the global uniform weights on the class, 0 on padding
+    wb = real1.to(x.dtype) / n1
+    f0 = None if opt["f_init"] is None else _gather_rows(opt["f_init"].to(x.dtype), blk.idx0, 0.0)
+    g0 = None if opt["g_init"] is None else _gather_rows(opt["g_init"].to(x.dtype), blk.idx1, 0.0)
+    balanced = solve["reg_m"] is None
+    tol = solve["tol"]
+    if balanced and tol is not None:
+        # The whole problem's error, the L1 error of its column marginal, is the sum of the blocks' errors.
+        tol = tol / K
+    out_b = sinkhorn(
+        x=_gather_rows(x, blk.idx0, 0.0),
+        y=_gather_rows(y, blk.idx1, 0.0),
+        a=wa,
+        b=wb,
+        mode="online",
+        f_init=f0,
+        g_init=g0,
+        **{**solve, "tol": tol},
+    )
+    eps = out_b.epsilon[0]
+    out = SinkhornOutput(
+        f=_scatter_rows(out_b.f, blk.idx0, n0),
+        g=_scatter_rows(out_b.g, blk.idx1, n1),
+        value=out_b.value.sum(),
+        n_iter=out_b.n_iter.amax(),
+        converged=out_b.converged.all(),
+        error=out_b.error.sum() if balanced else out_b.error.amax(),
+        epsilon=eps,
+        _geometry=_ClassBlockGeometry(out_b._geometry, blk.idx0, blk.idx1, n0, n1),
+        _log_a=torch.full((1, n0), -math.log(n0), dtype=x.dtype, device=x.device),
+        _log_b=torch.full((1, n1), -math.log(n1), dtype=x.dtype, device=x.device),
+    )
+    return (out, *_class_sampler(out_b, blk, n0))
+
+
+class _ClassBlockGeometry(Geometry):
+    """The masked cost of a hard class constraint, held as its class blocks (online).
+
+    ``blocks`` is the ``(K, L0, L1)`` point-cloud geometry of the per-class problems; ``idx0 (K, L0)``,
+    ``idx1 (K, L1)`` map block rows and columns to the global ``(n0, n1)`` ones (``-1``: padding). It answers
+    what a :class:`SinkhornOutput` asks of its geometry (``plan``, ``apply``, ``apply_transpose``,
+    ``cost_dot``) in the global layout ``(1, n0, n1)``: cross-class entries carry no mass."""
+
+    def __init__(self, blocks: Geometry, idx0: torch.Tensor, idx1: torch.Tensor, n0: int, n1: int):
+        self.blocks, self.idx0, self.idx1 = blocks, idx0, idx1
+        self.batch, self.n, self.m = 1, n0, n1
+        self.dtype, self.device = blocks.dtype, blocks.device
+
+    def _split(self, hr, hc, scale):
+        """Global log-scalings ``hr (1, n0)``, ``hc (1, n1)`` -> the blocks' (``-inf``: padding)."""
+        K = self.idx0.shape[0]
+        return (
+            _gather_rows(hr[0], self.idx0, -math.inf),
+            _gather_rows(hc[0], self.idx1, -math.inf),
+            scale.expand(K).contiguous(),
+        )
+
+    def plan(self, hr, hc, scale):
+        P = self.blocks.plan(*self._split(hr, hc, scale))  # (K, L0, L1)
+        real = (self.idx0 >= 0)[:, :, None] & (self.idx1 >= 0)[:, None, :]
+        rows = self.idx0[:, :, None].expand_as(P)[real]
+        cols = self.idx1[:, None, :].expand_as(P)[real]
+        out = P.new_zeros((1, self.n, self.m))
+        out[0, rows, cols] = P[real]
+        return out
+
+    def apply(self, hr, hc, scale, v):
+        vb = _gather_rows(v[0], self.idx1, 0.0)  # (K, L1, k)
+        return _scatter_rows(self.blocks.apply(*self._split(hr, hc, scale), vb), self.idx0, self.n)[None]
+
+    def apply_transpose(self, hr, hc, scale, u):
+        ub = _gather_rows(u[0], self.idx0, 0.0)  # (K, L0, k)
+        out = self.blocks.apply_transpose(*self._split(hr, hc, scale), ub)
+        return _scatter_rows(out, self.idx1, self.m)[None]
+
+    def cost_dot(self, hr, hc, scale):
+        return self.blocks.cost_dot(*self._split(hr, hc, scale)).sum()[None]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -408,6 +675,14 @@ def _check_options(opt: dict, method: str) -> None:
     gen = opt["generator"]
     if gen is not None and not isinstance(gen, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(gen).__name__}")
+    mode = opt["mode"]
+    if not isinstance(mode, str) or mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if method not in _ENTROPIC and mode != "auto":
+        raise ValueError(
+            f"mode={mode!r} applies to the entropic methods {_ENTROPIC}; method={method!r} always forms "
+            'its costs (leave mode="auto")'
+        )
     if method not in _ENTROPIC:
         for name in ("epsilon", "reg_m", "f_init", "g_init"):
             if opt[name] is not None:
@@ -445,9 +720,9 @@ def _cost_scale(C: torch.Tensor, max_side: int = 256) -> torch.Tensor:
     C = C.detach()
     n, m = C.shape[-2], C.shape[-1]
     if n > max_side:
-        C = C[..., torch.linspace(0, n - 1, max_side, device=C.device).long(), :]
+        C = C[..., _spaced(n, max_side, C.device), :]
     if m > max_side:
-        C = C[..., torch.linspace(0, m - 1, max_side, device=C.device).long()]
+        C = C[..., _spaced(m, max_side, C.device)]
     Cc = C - C.mean(-1, keepdim=True) - C.mean(-2, keepdim=True) + C.mean((-2, -1), keepdim=True)
     s = Cc.square().mean((-2, -1)).sqrt()
     return torch.where(s > 0, s, torch.ones_like(s))
@@ -478,42 +753,91 @@ def _log_exponential_like(t: torch.Tensor, gen) -> torch.Tensor:
     return e.clamp_min_(torch.finfo(t.dtype).tiny).log_()
 
 
+# Pair sampling. A plan P (n, m) is given by two callbacks, never as a matrix: its log row masses
+# (row_lse) and a partner step (partners) that draws, for given rows, one column each by inverse CDF along
+# the row. Dense plans answer both from their (n, m) logits, online plans from blocks of rows whose cost
+# they compute from the points: the draws are the same either way (each row's step reads only its row).
+
+# Row blocks of the partner step and of the row masses hold at most this many logits (float32: 4 MiB),
+# so the temporaries of a sampling pass stay far below an n x m matrix.
+_SAMPLE_BLOCK_ENTRIES = 1 << 20
+
+
+def _row_chunks(n: int, width: int) -> list[slice]:
+    """Slices of ``n`` rows of ``width`` entries each, at most ``_SAMPLE_BLOCK_ENTRIES`` per slice (eager),
+    or one slice (compiled: a shape-dependent loop would recompile for every ``n``)."""
+    if torch.compiler.is_compiling():
+        return [slice(0, n)]
+    rows = max(1, _SAMPLE_BLOCK_ENTRIES // max(1, width))
+    return [slice(s, min(s + rows, n)) for s in range(0, n, rows)]
+
+
+def _uniform(k: int, gen, device) -> torch.Tensor:
+    """``(k,)`` float64 uniforms in ``[0, 1)`` from ``gen`` (or the global generator), on ``device``."""
+    if gen is None:
+        return torch.rand(k, dtype=torch.float64, device=device)
+    return torch.rand(k, generator=gen, dtype=torch.float64, device=gen.device).to(device)
+
+
+def _row_partners(L: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Each row's partner by inverse CDF along its row: ``L (r, m)`` logits up to a constant per row
+    (``-inf``: no mass; overwritten), ``u (r,)`` uniforms. Returns ``(r,)`` int64 columns. One uniform per
+    row: drawing an ``(r, m)`` array of noise for Gumbel-max costs more than the rest together on a CPU."""
+    m = L.shape[1]
+    L = L.sub_(L.amax(1, keepdim=True)).exp_()
+    cdf = L.cumsum(1) if L.dtype == torch.float64 or m <= 4096 else L.double().cumsum(1)
+    # u < 1 after rounding to the cdf's dtype, so the target stays below the row's total mass
+    u = u.to(cdf.dtype).clamp_max(1.0 - torch.finfo(cdf.dtype).eps / 2)
+    return torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True).squeeze(1).clamp_max(m - 1)
+
+
+def _sample_pairs(n: int, m: int, row_lse, partners, batch_size, replace: bool, gen, device):
+    """Pairs ``(i, j)``, each ``(k,)`` int64, drawn from a plan ``P (n, m)`` (see ``replace`` in
+    :func:`couple`).
+
+    ``row_lse()`` returns the ``(n,)`` log row masses ``log sum_j P_ij`` (up to one constant); it is only
+    called when rows are drawn. ``partners(i, u)`` returns a column for each row of ``i (k,)`` (``None``: all
+    rows in order) drawn from that row of ``P`` by inverse CDF with the uniform ``u (k,)``.
+    """
+    k = min(n, m) if batch_size is None else batch_size
+    if replace:
+        # Rows by their masses, then a partner per draw: P(i) P(j | i) is the law of the flattened plan
+        # (torch.multinomial is limited to 2^24 categories; inverse CDF is not).
+        r = row_lse()
+        cdf = (r - r.max()).exp_().double().cumsum(0)
+        i = torch.searchsorted(cdf, _uniform(k, gen, device) * cdf[-1], right=True).clamp_max(n - 1)
+        return i, partners(i, _uniform(k, gen, device))
+    if k > n:
+        raise ValueError(f"batch_size={k} exceeds n0={n}: without replacement each x0 sample is used once")
+    if k == n:
+        return torch.arange(n, device=device), partners(None, _uniform(n, gen, device))
+    # k distinct rows with probability in proportion to their mass (exponential-race top-k).
+    r = row_lse()
+    i = (r - _log_exponential_like(r, gen)).topk(k).indices.sort().values
+    return i, partners(i, _uniform(k, gen, device))
+
+
+def _dense_partners(L: torch.Tensor):
+    """The partner step on dense logits ``L (n, m)`` (overwritten), by row blocks."""
+    n, m = L.shape
+
+    def partners(i, u):
+        if i is None:  # all rows: in place
+            return torch.cat([_row_partners(L[sl], u[sl]) for sl in _row_chunks(n, m)])
+        return torch.cat([_row_partners(L[i[sl]], u[sl]) for sl in _row_chunks(i.shape[0], m)])
+
+    return partners
+
+
 def _sample_logits(L: torch.Tensor, batch_size, replace: bool, gen):
     """Pairs drawn from the plan ``P ∝ exp(L)``, ``L (n, m)`` its log up to a constant (``-inf``: no mass).
 
     See ``replace`` in :func:`couple`. ``L`` may be overwritten.
     """
     n, m = L.shape
-    k = min(n, m) if batch_size is None else batch_size
-    if replace:
-        # Inverse-CDF draws from the flattened plan (torch.multinomial is limited to 2^24 categories).
-        P = (L - L.max()).exp_().double()
-        cdf = P.flatten().cumsum(0)
-        if gen is None:
-            u = torch.rand(k, dtype=torch.float64, device=P.device)
-        else:
-            u = torch.rand(k, generator=gen, dtype=torch.float64, device=gen.device).to(P.device)
-        flat = torch.searchsorted(cdf, u * cdf[-1], right=True).clamp_max(n * m - 1)
-        return flat // m, flat % m
-    if k > n:
-        raise ValueError(f"batch_size={k} exceeds n0={n}: without replacement each x0 sample is used once")
-    if k == n:
-        i = torch.arange(n, device=L.device)
-    else:
-        # k distinct rows with probability in proportion to their mass (exponential-race top-k).
-        rows = torch.logsumexp(L, 1)
-        i = (rows - _log_exponential_like(rows, gen)).topk(k).indices.sort().values
-        L = L[i]
-    # Each row's partner by inverse CDF along the row: one uniform number per row (drawing an (n, m)
-    # array of noise for Gumbel-max costs more than the rest together on a CPU).
-    L = L.sub_(L.amax(1, keepdim=True)).exp_()
-    cdf = L.cumsum(1) if L.dtype == torch.float64 or L.shape[1] <= 4096 else L.double().cumsum(1)
-    if gen is None:
-        u = torch.rand_like(cdf[:, :1])
-    else:
-        u = torch.rand((cdf.shape[0], 1), generator=gen, dtype=cdf.dtype, device=gen.device).to(cdf.device)
-    j = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1).clamp_max(m - 1)
-    return i, j
+    return _sample_pairs(
+        n, m, lambda: torch.logsumexp(L, 1), _dense_partners(L), batch_size, replace, gen, L.device
+    )
 
 
 def _sample_plan(P: torch.Tensor, batch_size, replace: bool, gen):
@@ -521,16 +845,72 @@ def _sample_plan(P: torch.Tensor, batch_size, replace: bool, gen):
     return _sample_logits(P.log(), batch_size, replace, gen)
 
 
-def _sample_sinkhorn(C: torch.Tensor, out: SinkhornOutput, batch_size, replace: bool, gen):
-    """Pairs drawn from the plan of ``out`` on the dense cost ``C (n, m)`` with uniform marginals, whose
-    log is ``(f_i + g_j - C_ij) / epsilon`` up to a constant: formed in three passes, never as ``P``."""
-    eps = out.epsilon.to(C.dtype)
-    L = out.g.to(C.dtype)[None, :] - C
-    n = C.shape[0]
-    k = min(n, C.shape[1]) if batch_size is None else batch_size
-    if replace or k != n:
-        L.add_(out.f.to(C.dtype)[:, None])  # row masses matter; for all rows, f_i only shifts row i
-    return _sample_logits(L.mul_(1.0 / eps), batch_size, replace, gen)
+def _dense_sampler(C: torch.Tensor, out: SinkhornOutput):
+    """Sampler callbacks of the plan of ``out`` on the dense cost ``C (n, m)`` with uniform marginals: its
+    log is ``(f_i + g_j - C_ij) / epsilon`` up to a constant. ``L = (g_j - C_ij) / epsilon`` is formed once
+    (in three passes, never ``P``); ``f_i`` only enters the row masses."""
+    inv_eps = 1.0 / out.epsilon.to(C.dtype)
+    L = (out.g.to(C.dtype)[None, :] - C).mul_(inv_eps)
+    return lambda: torch.logsumexp(L, 1) + out.f.to(C.dtype) * inv_eps, _dense_partners(L)
+
+
+def _points_sampler(x: torch.Tensor, y: torch.Tensor, out: SinkhornOutput):
+    """Sampler callbacks of the plan of ``out`` on the cost ``|x_i - y_j|^2`` (``x (n, D)``, ``y (m, D)``)
+    with uniform marginals, the logits computed by blocks of rows as :func:`_dense_sampler` forms them."""
+    n, m = x.shape[0], y.shape[0]
+    inv_eps = 1.0 / out.epsilon.to(x.dtype)
+    g = out.g.to(x.dtype)
+
+    def logits(rows):  # (r, m)
+        return (g[None, :] - sqeuclidean(x[rows], y)).mul_(inv_eps)
+
+    def row_lse():
+        lse = [torch.logsumexp(logits(sl), 1) for sl in _row_chunks(n, m)]
+        return torch.cat(lse) + out.f.to(x.dtype) * inv_eps
+
+    def partners(i, u):
+        if i is None:
+            return torch.cat([_row_partners(logits(sl), u[sl]) for sl in _row_chunks(n, m)])
+        return torch.cat([_row_partners(logits(i[sl]), u[sl]) for sl in _row_chunks(i.shape[0], m)])
+
+    return row_lse, partners
+
+
+def _class_sampler(out_b: SinkhornOutput, blk: _ClassBlocks, n0: int):
+    """Sampler callbacks of the per-class plans of ``out_b`` (batch of ``K`` class problems on points,
+    :func:`_solve_class_split`), in global row and column indices: rows are drawn from their class's
+    block, partners among its columns (padding columns carry no mass)."""
+    geom = out_b._geometry
+    X, Y = geom.x, geom.y  # (K, L0, D), (K, L1, D)
+    K, L1 = blk.idx1.shape
+    inv_eps = 1.0 / out_b.epsilon[0]
+    F = out_b.f * inv_eps  # (K, L0)
+    G = out_b.g.masked_fill(blk.idx1 < 0, -math.inf)  # (K, L1): zero-weight padding, no mass
+
+    def logits(c, rows):  # class c's rows (slice or local indices) -> (r, L1)
+        return (G[c][None, :] - sqeuclidean(X[c, rows], Y[c])).mul_(inv_eps)
+
+    def row_lse():
+        lse = torch.empty(n0, dtype=X.dtype, device=X.device)
+        for c, cnt in enumerate(blk.cnt0.tolist()):
+            for sl in _row_chunks(cnt, L1):  # real rows come first in a block
+                lse[blk.idx0[c, sl]] = torch.logsumexp(logits(c, sl), 1) + F[c, sl]
+        return lse
+
+    def partners(i, u):
+        rows = torch.arange(n0, device=X.device) if i is None else i
+        j = torch.empty_like(rows)
+        cls = blk.cls0[rows]
+        order = torch.argsort(cls, stable=True)
+        counts = torch.bincount(cls, minlength=K).tolist()
+        for c, sel in enumerate(torch.split(order, counts)):
+            for sl in _row_chunks(sel.shape[0], L1):
+                s = sel[sl]
+                local = _row_partners(logits(c, blk.pos0[rows[s]]), u[s])
+                j[s] = blk.idx1[c, local]
+        return j
+
+    return row_lse, partners
 
 
 # ------------------------------------------------------------------------------ exact, per-class batches
@@ -544,28 +924,12 @@ def _exact_class_split(a, b, y0, y1):
     real rows and columns are matched as far as the class counts allow (``min(n0_c, n1_c)`` pairs), at the
     optimal cost. Eager only (the shapes depend on the labels).
     """
-    dev = a.device
-    labels, inv = torch.unique(torch.cat([y0, y1]), return_inverse=True)
-    inv0, inv1 = inv[: y0.shape[0]], inv[y0.shape[0] :]
-    K = labels.shape[0]
+    blk = _class_blocks(y0, y1, square=True)
+    idx0, idx1, cnt0, cnt1 = blk.idx0, blk.idx1, blk.cnt0, blk.cnt1
+    K, L = idx0.shape
     if K == 0:
-        empty = torch.zeros(0, dtype=torch.int64, device=dev)
+        empty = torch.zeros(0, dtype=torch.int64, device=a.device)
         return empty, empty
-
-    def blocks(inv_s):
-        counts = torch.bincount(inv_s, minlength=K)
-        order = torch.argsort(inv_s, stable=True)
-        start = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(inv_s.shape[0], device=dev) - start[inv_s[order]]
-        return counts, order, rank
-
-    cnt0, ord0, rank0 = blocks(inv0)
-    cnt1, ord1, rank1 = blocks(inv1)
-    L = int(torch.maximum(cnt0, cnt1).max())
-    idx0 = torch.full((K, L), -1, dtype=torch.int64, device=dev)
-    idx1 = torch.full((K, L), -1, dtype=torch.int64, device=dev)
-    idx0[inv0[ord0], rank0] = ord0
-    idx1[inv1[ord1], rank1] = ord1
     v0, v1 = idx0 >= 0, idx1 >= 0
     A = a[idx0.clamp_min(0)]  # (K, L, d)
     B = b[idx1.clamp_min(0)]
