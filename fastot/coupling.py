@@ -20,7 +20,7 @@ from . import ops as _ops  # noqa: F401  (registers torch.ops.fastot.*)
 from .costs import augmented_points, check_cond_weight, fused_cost, resolve_cond_cost, sqeuclidean
 from .geometry import Geometry
 from .outputs import SinkhornOutput
-from .sinkhorn import _AUTO_ONLINE_ENTRIES, MODES, sinkhorn
+from .sinkhorn import MODES, auto_online, sinkhorn
 
 __all__ = [
     "METHODS",
@@ -341,7 +341,8 @@ def _entropic(a, b, c0, c1, kind, w, hard, method, opt, ratio, compiling) -> Cou
     n0, n1 = a.shape[0], b.shape[0]
     if hard and not compiling:
         _check_classes_on_both_sides(c0, c1)
-    online = _use_online(opt["mode"], method, kind, hard, n0, n1, compiling)
+    features = a.shape[1] + (c0.shape[-1] if kind in ("sqeuclidean", "cosine") else 0)  # (labels: a few more)
+    online = _use_online(opt["mode"], method, kind, hard, n0, n1, features, compiling)
     # Balanced plans do not change when a row or a column constant is added to the cost: centre each cloud
     # (better conditioned, as for "exact"). Unbalanced and partial plans do change: shift both by one vector.
     center = "separate" if method == "sinkhorn" else "common"
@@ -398,9 +399,12 @@ def _entropic(a, b, c0, c1, kind, w, hard, method, opt, ratio, compiling) -> Cou
     return Coupling(i, j, cond_weight=_weight_out(w, kind), ratio=ratio, sinkhorn=out, epsilon=eps)
 
 
-def _use_online(mode: str, method: str, kind, hard: bool, n0: int, n1: int, compiling: bool) -> bool:
-    """Resolves ``mode``: ``"online"`` where asked (or an error where it cannot apply), ``"auto"``: online
-    beyond ``fastot.sinkhorn``'s threshold of cost entries, where online applies."""
+def _use_online(
+    mode: str, method: str, kind, hard: bool, n0: int, n1: int, features: int, compiling: bool
+) -> bool:
+    """Resolves ``mode``: ``"online"`` where asked (or an error where it cannot apply), ``"auto"``:
+    ``fastot.sinkhorn``'s rule (:func:`fastot.sinkhorn.auto_online`: many cost entries, points much
+    smaller than the cost), where online applies."""
     if mode == "dense":
         return False
     # Labels in online mode need eager execution: the one-hot width (finite weight) and the per-class
@@ -422,7 +426,7 @@ def _use_online(mode: str, method: str, kind, hard: bool, n0: int, n1: int, comp
                 'use mode="dense" or a finite cond_weight'
             )
         return True
-    return n0 * n1 > _AUTO_ONLINE_ENTRIES and not needs_eager and not no_split
+    return auto_online(n0 * n1, (n0 + n1) * features) and not needs_eager and not no_split
 
 
 def _check_classes_on_both_sides(y0: torch.Tensor, y1: torch.Tensor) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import tracemalloc
 
 import numpy as np
@@ -452,16 +453,33 @@ def test_online_labels_under_compile_raise(torch_gen):
 
 
 def test_auto_mode_threshold(torch_gen, monkeypatch):
-    """Mode "auto": online beyond fastot.sinkhorn's threshold of cost entries, where online applies."""
+    """Mode "auto": fastot.sinkhorn's rule (many cost entries, points much smaller than the cost),
+    where online applies."""
     x0, x1, y0, y1, _ = make_problem(torch_gen, "hard")
-    monkeypatch.setattr(fastot.coupling, "_AUTO_ONLINE_ENTRIES", 24 * 36 - 1)
+    rule = sys.modules["fastot.sinkhorn"]  # (the attribute fastot.sinkhorn is the function)
+    monkeypatch.setattr(rule, "_AUTO_ONLINE_ENTRIES", 24 * 36 - 1)
+    monkeypatch.setattr(rule, "_AUTO_ONLINE_POINT_RATIO", 0)
     out = solve_coupling(x0, x1, y0, y1, method="sinkhorn")
     assert not isinstance(out.sinkhorn._geometry, DenseGeometry)
     out = solve_coupling(x0, x1, method="unbalanced")
     assert isinstance(out.sinkhorn._geometry, PointCloudGeometry)
     out = solve_coupling(x0, x1, y0, y1, method="partial")  # the mass couples the classes: dense
     assert isinstance(out.sinkhorn._geometry, DenseGeometry)
-    monkeypatch.setattr(fastot.coupling, "_AUTO_ONLINE_ENTRIES", 24 * 36)
+    # points not much smaller than the cost (many features): dense
+    monkeypatch.setattr(rule, "_AUTO_ONLINE_POINT_RATIO", 10**6)
+    out = solve_coupling(x0, x1, method="unbalanced")
+    assert isinstance(out.sinkhorn._geometry, DenseGeometry)
+    monkeypatch.setattr(rule, "_AUTO_ONLINE_POINT_RATIO", 0)
+    monkeypatch.setattr(rule, "_AUTO_ONLINE_ENTRIES", 24 * 36)
     out = solve_coupling(x0, x1, method="sinkhorn")
     assert isinstance(out.sinkhorn._geometry, DenseGeometry)
     assert math.isfinite(float(out.epsilon))
+
+
+def test_auto_online_rule():
+    from fastot.sinkhorn import auto_online
+
+    n = 16384  # 2^28 entries: online only if the points are at least 8x smaller than the cost
+    assert auto_online(n * n, 2 * n * 64)
+    assert not auto_online(n * n, 2 * n * 3072)  # d = 3072: dense (1 GiB), online would save nothing
+    assert not auto_online(4096 * 4096, 2 * 4096 * 2)  # 2^24 entries: dense
