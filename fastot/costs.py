@@ -239,7 +239,9 @@ def augmented_points(
         fresh = True
     if center is not None:
         sx, sy = _centres(x, y, center)
-        x, y = (x.sub_(sx), y.sub_(sy)) if fresh else (x - sx, y - sy)
+        # in place on our own copies, unless the shift has more batch dimensions (then it broadcasts)
+        x = x.sub_(sx) if fresh and sx.shape[:-2] == x.shape[:-2] else x - sx
+        y = y.sub_(sy) if fresh and sy.shape[:-2] == y.shape[:-2] else y - sy
     if kind == "label":
         x, y = _append_features(x, y, *_label_features(x, y0, y1, cond_weight))
     return x, y
@@ -320,6 +322,8 @@ def fused_cost(
         C = torch.matmul(x, y.mT)
     else:
         x, y = augmented_points(x, y, y0, y1, w, emb, center=center)
+        if _triton_cost_applies(x, y, w):
+            return _triton_cost(x, y, y0 if kind == "label" else None, y1, w, clamp)
         if not clamp and x.shape[-1] <= 64:
             # One product writes the finished matrix: [x_i, |x_i|^2, 1] . [-2 y_j, 1, |y_j|^2]. (Separate
             # passes for the norms, the bias and the clamp each cost as much as the product at small d.)
@@ -332,13 +336,61 @@ def fused_cost(
             C = sqeuclidean(x, y)
     if kind == "label":
         differ = y0.unsqueeze(-1) != y1.unsqueeze(-2)
+        # in place when no gradient flows through C: no second n x m matrix
+        inplace = not C.requires_grad and not torch.compiler.is_compiling()
         if isinstance(w, torch.Tensor):
-            C = C + differ * w.to(C.dtype)
+            C = (
+                C.add_(differ * w.to(C.dtype))
+                if inplace and not w.requires_grad
+                else C + differ * w.to(C.dtype)
+            )
         elif math.isinf(w):
-            C = C.masked_fill(differ, math.inf)
+            C = C.masked_fill_(differ, math.inf) if inplace else C.masked_fill(differ, math.inf)
         elif w != 0:
-            C = C.add(differ, alpha=w)
+            C = C.add_(differ, alpha=w) if inplace else C.add(differ, alpha=w)
     return C
+
+
+# The fused Triton kernel writes each cost tile once (norms, clamp and the label term in its epilogue).
+# It pays where the product is cheap and the passes over the n x m output dominate: few coordinates. With
+# many, cuBLAS's product (then torch's passes) is faster than Triton's exact-float32 FMA product.
+_TRITON_COST_MAX_FEATURES = 64
+
+
+def _triton_cost_applies(x: torch.Tensor, y: torch.Tensor, w: Any) -> bool:
+    """CUDA tensors in eager mode (under ``torch.compile`` Inductor fuses the torch formulation itself),
+    no gradient needed (the kernel has no backward), few coordinates, Triton importable."""
+    if x.device.type != "cuda" or torch.compiler.is_compiling():
+        return False
+    if x.shape[-1] > _TRITON_COST_MAX_FEATURES or x.dtype not in (torch.float32, torch.float64):
+        return False
+    wants_grad = x.requires_grad or y.requires_grad or (isinstance(w, torch.Tensor) and w.requires_grad)
+    if torch.is_grad_enabled() and wants_grad:
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _triton_cost(x, y, y0, y1, w, clamp: bool) -> torch.Tensor:
+    """``(..., n, d), (..., m, d)`` (labels ``(..., n)``, ``(..., m)`` or ``None``) -> ``(..., n, m)`` by
+    :func:`fastot._triton.cost.sqeuclidean_cost` over the broadcast batch."""
+    from ._triton.cost import sqeuclidean_cost
+
+    batch = torch.broadcast_shapes(
+        x.shape[:-2], y.shape[:-2], *(() if y0 is None else (y0.shape[:-1], y1.shape[:-1]))
+    )
+    n, m, d = x.shape[-2], y.shape[-2], x.shape[-1]
+    xb = x.expand(*batch, n, d).reshape(-1, n, d)
+    yb = y.expand(*batch, m, d).reshape(-1, m, d)
+    l0 = l1 = None
+    if y0 is not None:
+        l0, l1 = y0.expand(*batch, n).reshape(-1, n), y1.expand(*batch, m).reshape(-1, m)
+    weight = w.detach() if isinstance(w, torch.Tensor) else w
+    C = sqeuclidean_cost(xb, yb, l0, l1, weight if y0 is not None else 0.0, clamp=clamp, out_dtype=x.dtype)
+    return C.reshape(*batch, n, m)
 
 
 def _from_numpy(a: Any, name: str) -> torch.Tensor:

@@ -21,6 +21,7 @@ from .costs import augmented_points, check_cond_weight, fused_cost, resolve_cond
 from .geometry import Geometry
 from .outputs import SinkhornOutput
 from .sinkhorn import MODES, auto_online, sinkhorn
+from .solvers.assignment import INVALID_MESSAGE
 
 __all__ = [
     "METHODS",
@@ -298,7 +299,19 @@ def solve_coupling(
             # A non-finite input propagates to NaN through the centring (inf - inf); an overflowing cost is
             # +inf, which the solver would read as a forbidden pair: make both NaN so the solver rejects
             # them. Forbidden pairs of a hard class constraint stay +inf.
-            if not compiling:
+            overflow = (
+                f"the cost overflows {C.dtype}: x0, x1 (or the conditions times cond_weight) are too large"
+            )
+            on_device = _without_host_sync(C)
+            if on_device or compiling:
+                # No host synchronisation here: non-finite costs become NaN, which the solver rejects with
+                # its one status read (eager: re-raised below with this function's message).
+                if hard:
+                    forbidden = (C == math.inf) & (c0[:, None] != c1[None, :])
+                    C = torch.where(torch.isfinite(C) | forbidden, C, torch.nan)
+                else:
+                    C = torch.where(torch.isfinite(C), C, torch.nan)
+            else:
                 # A non-finite input, or an overflow, makes some cost non-finite. Few coordinates: bound the
                 # cost by the inputs (an (n + m) d pass); else one reduction over the cost.
                 if kind is None and (n0 + n1) * d < n0 * n1:
@@ -308,20 +321,21 @@ def solve_coupling(
                     ok = math.isfinite(float(C.max())) if C.numel() else True
                 if not ok:
                     _check_finite(x0, x1)
-                    raise ValueError(
-                        f"the cost overflows {C.dtype}: x0, x1 (or the conditions times cond_weight) "
-                        "are too large"
-                    )
-            elif hard:
-                C = torch.where(torch.isnan(C) | (C == math.inf) & (c0[:, None] == c1[None, :]), torch.nan, C)
-            else:
-                C = torch.where(torch.isfinite(C), C, torch.nan)
+                    raise ValueError(overflow)
             if C.dtype == torch.float32 and C.device.type == "cpu":
                 # float32 (and lower) inputs: the cost is known to float32 rounding, and the CPU solver's
                 # float32 arithmetic is 1.6-1.9x faster (measured n = 1024, d = 2 and 3072: same assignments
                 # as the float64 solve, optimal against scipy on the float64 distances). The GPU solver
                 # reads float32 costs and solves in float64 at no extra cost: it keeps float64.
                 i, j, _, _ = torch.ops.fastot.solve_assignment(C, False, torch.float32)
+            elif on_device and not compiling:
+                try:
+                    i, j = torch.ops.fastot.linear_sum_assignment(C, False)
+                except ValueError as exc:
+                    if INVALID_MESSAGE not in str(exc):
+                        raise
+                    _check_finite(x0, x1)
+                    raise ValueError(overflow) from None
             else:
                 i, j = torch.ops.fastot.linear_sum_assignment(C, False)
         i, j = _subset_pairs(i, j, opt["batch_size"], gen)
@@ -616,6 +630,12 @@ class _ClassBlockGeometry(Geometry):
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+
+
+def _without_host_sync(C: torch.Tensor) -> bool:
+    """Whether the exact path must not read the cost on the host (an accelerator: its one host
+    synchronisation is the solver's status read)."""
+    return C.device.type != "cpu"
 
 
 def _weight_out(w: Any, kind: str | None) -> Any:

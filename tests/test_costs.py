@@ -185,6 +185,24 @@ def test_conditional_auto_kind_inf_weight_and_batches(torch_gen):
     torch.testing.assert_close(C, cond_reference(x, y, e0, e1, 2.0, "sqeuclidean"))
 
 
+@pytest.mark.parametrize("kind", ["label", "sqeuclidean", "cosine"])
+def test_conditional_broadcast_batches(torch_gen, kind):
+    # batch dimensions broadcast between the points and between the conditions
+    x = torch.randn(2, 6, 3, generator=torch_gen, dtype=torch.float64)
+    y = torch.randn(1, 5, 3, generator=torch_gen, dtype=torch.float64) + 0.5
+    if kind == "label":
+        y0, y1 = (
+            torch.randint(0, 3, (2, 6), generator=torch_gen),
+            torch.randint(0, 3, (1, 5), generator=torch_gen),
+        )
+    else:
+        y0 = torch.randn(2, 6, 4, generator=torch_gen, dtype=torch.float64)
+        y1 = torch.randn(1, 5, 4, generator=torch_gen, dtype=torch.float64)
+    C = fastot.cost_matrix(x, y, y0, y1, cond_weight=0.7, cond_cost=kind)
+    assert C.shape == (2, 6, 5)
+    torch.testing.assert_close(C, cond_reference(x, y, y0, y1, 0.7, kind), rtol=1e-10, atol=1e-10)
+
+
 def test_conditional_float32_accuracy(torch_gen):
     """float32 error at most 2x that of the naive float32 two-matrix formulation (cdist^2 + w * cdist^2)."""
     n, m, d, e, w = 64, 48, 16, 8, 3.0

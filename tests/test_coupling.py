@@ -147,6 +147,33 @@ def test_non_finite(torch_gen, bad, which):
         fastot.couple(x0, x1)
 
 
+@pytest.mark.parametrize("sync_free", [False, True])
+@pytest.mark.parametrize("case", ["nan", "inf", "overflow", "overflow-labels", "ok"])
+def test_exact_non_finite_cost_messages(torch_gen, monkeypatch, sync_free, case):
+    """On an accelerator the exact path does not read the cost on the host (non-finite costs go to the
+    solver as NaN, whose status read raises); the errors and answers are those of the CPU path."""
+    import fastot.coupling as coupling
+
+    monkeypatch.setattr(coupling, "_without_host_sync", lambda C: sync_free)
+    x0 = torch.randn(7, 3, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(7, 3, generator=torch_gen, dtype=torch.float64)
+    kw = {}
+    if case in ("nan", "inf"):
+        x0[2, 1] = float(case)
+    elif case.startswith("overflow"):
+        x0[3] = 1e200
+    if case == "overflow-labels":
+        kw = {"y0": torch.arange(7) % 2, "y1": torch.arange(7) % 2, "cond_weight": 0.5}
+    if case == "ok":
+        i, j = fastot.couple(x0, x1)
+        M = cdist(x0.numpy(), x1.numpy(), "sqeuclidean")
+        assert M[i.numpy(), j.numpy()].sum() == pytest.approx(M[scipy_lsa(M)].sum(), rel=1e-12)
+        return
+    match = "non-finite" if case in ("nan", "inf") else "overflows"
+    with pytest.raises(ValueError, match=match):
+        fastot.couple(x0, x1, **kw)
+
+
 def test_unknown_method(torch_gen):
     x0 = torch.randn(4, 2, generator=torch_gen)
     with pytest.raises(ValueError, match="method"):

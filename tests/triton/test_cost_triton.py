@@ -144,3 +144,48 @@ def test_rejects_bad_input():
         sqeuclidean_cost(x, y, out_dtype=torch.int32)
     with pytest.raises(ValueError, match="precision"):
         sqeuclidean_cost(x, y, precision="fast")
+
+
+# -- the kernel behind fastot.costs.fused_cost (taken on CUDA tensors in eager mode; forced here) --------
+
+
+@pytest.mark.parametrize("kind", [None, "label", "label-inf", "label-tensor", "sqeuclidean", "cosine"])
+@pytest.mark.parametrize("center", ["common", "separate"])
+@pytest.mark.parametrize("clamp", [True, False])
+def test_fused_cost_kernel_path_matches_torch(monkeypatch, kind, center, clamp):
+    from fastot import costs
+
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 19, 3, generator=g, dtype=F64)
+    y = torch.randn(1, 21, 3, generator=g, dtype=F64) + 1.0  # batch dims broadcast
+    w = {"label-inf": math.inf, "label-tensor": torch.tensor(0.8, dtype=F64)}.get(kind, 1.7)
+    c = "label" if kind and kind.startswith("label") else kind
+    if c == "label":
+        y0, y1 = torch.randint(0, 3, (2, 19), generator=g), torch.randint(0, 3, (1, 21), generator=g)
+    elif c is not None:
+        y0, y1 = torch.randn(2, 19, 4, generator=g, dtype=F64), torch.randn(1, 21, 4, generator=g, dtype=F64)
+    else:
+        y0 = y1 = None
+    ref = costs.fused_cost(x, y, y0, y1, w, c, center=center, clamp=clamp)  # the torch formulation
+    assert not costs._triton_cost_applies(x.to(DEVICE), y.to(DEVICE), w) or DEVICE == "cuda"
+    monkeypatch.setattr(costs, "_triton_cost_applies", lambda *args: True)
+    got = costs.fused_cost(
+        *_dev(x, y), *(_dev(y0, y1) if y0 is not None else (None, None)), w, c, center=center, clamp=clamp
+    )
+    assert got.shape == ref.shape == (2, 19, 21) and got.dtype == F64
+    assert torch.equal(torch.isinf(got.cpu()), torch.isinf(ref))
+    fin = torch.isfinite(ref)
+    torch.testing.assert_close(got.cpu()[fin], ref[fin], rtol=1e-12, atol=1e-12)
+
+
+def test_fused_cost_kernel_path_is_not_taken_for_gradients_or_many_features():
+    from fastot import costs
+
+    x = torch.randn(5, 3, dtype=F64, requires_grad=True)
+    assert not costs._triton_cost_applies(x, x.detach(), 1.0)  # CPU (and a gradient is wanted)
+    if DEVICE == "cuda":
+        xc = x.detach().cuda()
+        assert costs._triton_cost_applies(xc, xc, 1.0)
+        assert not costs._triton_cost_applies(xc.requires_grad_(), xc.detach(), 1.0)
+        wide = torch.randn(5, 65, device="cuda")
+        assert not costs._triton_cost_applies(wide, wide, 1.0)
