@@ -162,7 +162,8 @@ def check_cond_weight(w: Any, kind: str) -> None:
         raise TypeError(f"cond_weight must be a number or a 0-d tensor, got {type(w).__name__}")
     if not w >= 0:  # also catches NaN
         raise ValueError(f"cond_weight must be nonnegative, got {w!r}")
-    if math.isinf(w) and kind != "label":
+    # (a comparison, not math.isinf: under torch.compile a number input may be a traced SymFloat)
+    if w == math.inf and kind != "label":
         raise ValueError("cond_weight=inf (a hard constraint) is only available for class labels")
 
 
@@ -344,7 +345,7 @@ def fused_cost(
                 if inplace and not w.requires_grad
                 else C + differ * w.to(C.dtype)
             )
-        elif math.isinf(w):
+        elif w == math.inf:
             C = C.masked_fill_(differ, math.inf) if inplace else C.masked_fill(differ, math.inf)
         elif w != 0:
             C = C.add_(differ, alpha=w) if inplace else C.add(differ, alpha=w)

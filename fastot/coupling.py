@@ -280,7 +280,7 @@ def solve_coupling(
         check_cond_weight(w, kind)
     elif opt["target_r"] is not None:
         raise ValueError("target_r needs conditions y0, y1")
-    hard = kind == "label" and isinstance(w, (int, float)) and math.isinf(w)
+    hard = kind == "label" and isinstance(w, (int, float)) and w == math.inf
 
     gen = opt["generator"]
     if method == "knn":
@@ -403,8 +403,10 @@ def _entropic(a, b, c0, c1, kind, w, hard, method, opt, ratio, compiling) -> Cou
             f"(marginal error {float(out.error):.3g} > tol={opt['tol']}, epsilon={float(eps):.4g}); raise "
             "max_iter or epsilon, or pass strict=False to use the unconverged plan"
         )
-        if hard:
-            msg += " (a hard class constraint with different class counts has no balanced plan)"
+        if hard and method == "sinkhorn" and _class_shares_differ(c0, c1):
+            msg += (
+                " (a hard class constraint with different class shares on the two sides has no balanced plan)"
+            )
         if opt["strict"]:
             raise RuntimeError(msg)
         warnings.warn(msg, RuntimeWarning, stacklevel=4)
@@ -630,6 +632,15 @@ class _ClassBlockGeometry(Geometry):
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+
+
+def _class_shares_differ(y0: torch.Tensor, y1: torch.Tensor) -> bool:
+    """Whether some class has a different share of ``y0 (n0,)`` than of ``y1 (n1,)`` (eager)."""
+    _, inv = torch.unique(torch.cat([y0, y1]), return_inverse=True)
+    k = int(inv.max()) + 1 if inv.numel() else 0
+    c0 = torch.bincount(inv[: y0.shape[0]], minlength=k)
+    c1 = torch.bincount(inv[y0.shape[0] :], minlength=k)
+    return bool((c0 * y1.shape[0] != c1 * y0.shape[0]).any())
 
 
 def _without_host_sync(C: torch.Tensor) -> bool:
@@ -997,7 +1008,7 @@ def _knn(a, b, c0, c1, kind, w, opt, ratio):
     C = (A - b[:, None, :]).square().sum(-1)  # (n1, k)
     if kind == "label":
         differ = c0.reshape(n1, k) != c1[:, None]
-        C = C.masked_fill(differ, math.inf) if isinstance(w, float) and math.isinf(w) else C + w * differ
+        C = C.masked_fill(differ, math.inf) if isinstance(w, float) and w == math.inf else C + w * differ
     elif kind is not None:
         u0, u1 = c0.reshape(n1, k, -1), c1[:, None, :]
         if kind == "cosine":
@@ -1032,7 +1043,7 @@ def _bomb(a, b, c0, c1, kind, w, opt, ratio):
         u0, u1 = c0.reshape(nb, 1, s, -1), c1.reshape(1, nb, s, -1)
     else:
         u0 = u1 = None
-    if kind == "label" and isinstance(w, (int, float)) and math.isinf(w):
+    if kind == "label" and isinstance(w, (int, float)) and w == math.inf:
         raise ValueError(
             'method="bomb" needs a finite cond_weight for labels (a hard constraint can leave a pair of '
             "mini-batches without any feasible coupling)"

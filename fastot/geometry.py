@@ -189,8 +189,9 @@ class PointCloudGeometry(Geometry):
         self.m = y.shape[1]
         self.dtype, self.device = x.dtype, x.device
         self.block_entries = block_entries
-        self.x2 = (x * x).sum(-1)
-        self.y2 = (y * y).sum(-1)
+        # squared norms without an (n, d) temporary (online mode exists to keep memory O((n + m) d))
+        self.x2 = torch.linalg.vector_norm(x, dim=-1).square()
+        self.y2 = torch.linalg.vector_norm(y, dim=-1).square()
 
     @staticmethod
     def _cost(a, a2, b, b2):

@@ -138,6 +138,35 @@ def test_couple_under_compile(torch_gen):
     assert cnt.frame_count == 1, f"recompiled: {cnt.frame_count} compiles for n = 4, 6, 9"
 
 
+@pytest.mark.parametrize("method", ["exact", "sinkhorn"])
+@pytest.mark.parametrize("cond", ["embedding", "label"])
+def test_couple_cond_weight_as_a_traced_number(torch_gen, method, cond):
+    # with dynamic shapes a Python float argument is traced as a SymFloat, which the weight's checks
+    # must accept (it used to raise). The graph then specialises on the value where the weight enters
+    # as a Python number (an ``alpha``, a square root): a new weight may recompile, correctly.
+    cnt = CompileCounterWithBackend("aot_eager")
+
+    def step(x0, x1, c0, c1, w):
+        return fastot.couple(x0, x1, c0, c1, cond_weight=w, method=method)
+
+    cf = torch.compile(step, backend=cnt, fullgraph=True, dynamic=True)
+    x0 = torch.randn(8, 3, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(8, 3, generator=torch_gen, dtype=torch.float64)
+    if cond == "label":
+        c = torch.arange(8) % 3
+    else:
+        c = torch.randn(8, 2, generator=torch_gen, dtype=torch.float64)
+    for w in (0.5, 0.7):
+        i, j = cf(x0, x1, c, c, w)
+        if method == "exact":
+            ie, je = step(x0, x1, c, c, w)
+            torch.testing.assert_close(i, ie)
+            torch.testing.assert_close(j, je)
+        else:
+            assert i.shape == j.shape == (8,)
+    assert cnt.frame_count >= 1
+
+
 def test_couple_zero_graph_breaks(torch_gen):
     x0 = torch.randn(5, 2, 3, generator=torch_gen)
     x1 = torch.randn(5, 2, 3, generator=torch_gen)

@@ -742,3 +742,16 @@ def test_sinkhorn_hard_labels(torch_gen):
         y1_bad = torch.randint(0, 3, (n,), generator=torch_gen)
     with pytest.raises(RuntimeError, match="class"):
         fastot.couple(x0, x1, y0, y1_bad, method="sinkhorn", max_iter=200)
+
+
+def test_hard_labels_non_convergence_hint_only_for_unequal_shares(torch_gen):
+    x0 = torch.randn(12, 2, generator=torch_gen, dtype=torch.float64)
+    x1 = torch.randn(12, 2, generator=torch_gen, dtype=torch.float64)
+    y = torch.arange(12) % 3
+    with pytest.raises(RuntimeError, match="did not converge") as info:
+        fastot.couple(x0, x1, y, y, method="sinkhorn", max_iter=1, tol=1e-12)
+    assert "class shares" not in str(info.value)
+    with pytest.raises(RuntimeError, match="different class shares"):
+        fastot.couple(
+            x0, x1, y, torch.arange(12) % 2 + (torch.arange(12) > 9), method="sinkhorn", max_iter=50
+        )
