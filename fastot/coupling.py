@@ -161,7 +161,8 @@ def couple(
             each row's partner drawn from its row of the plan; ``x1`` indices can repeat where the plan is
             not a permutation). ``True``: ``batch_size`` independent draws of ``(i, j)`` from the whole
             plan (torchcfm's sampling: duplicates and dropped samples).
-        generator: ``torch.Generator`` for the random draws (reproducible results).
+        generator: ``torch.Generator`` for the random draws (reproducible results). Eager mode only:
+            torch.compile cannot take a generator into a graph (compiled, the global RNG draws).
         k: ``"knn"``: number of candidates per data sample (default ``n0 // n1``).
         minibatch_size: ``"bomb"``: the mini-batch size (required; divides ``n0``).
 

@@ -167,6 +167,25 @@ def test_couple_cond_weight_as_a_traced_number(torch_gen, method, cond):
     assert cnt.frame_count >= 1
 
 
+@pytest.mark.parametrize("method", ["knn", "bomb"])
+def test_couple_knn_and_bomb_under_compile(torch_gen, method):
+    cnt = CompileCounterWithBackend("aot_eager")
+    opts = {"minibatch_size": 4} if method == "bomb" else {}
+
+    def step(x0, x1):
+        return fastot.couple(x0, x1, method=method, **opts)
+
+    cf = torch.compile(step, backend=cnt, fullgraph=True, dynamic=True)
+    for n in (8, 12):
+        x1 = torch.randn(n, 3, generator=torch_gen, dtype=torch.float64)
+        x0 = torch.randn(4 * n if method == "knn" else n, 3, generator=torch_gen, dtype=torch.float64)
+        i, j = cf(x0, x1)
+        ie, je = step(x0, x1)
+        torch.testing.assert_close(i, ie)
+        torch.testing.assert_close(j, je)
+    assert cnt.frame_count <= 2
+
+
 def test_couple_zero_graph_breaks(torch_gen):
     x0 = torch.randn(5, 2, 3, generator=torch_gen)
     x1 = torch.randn(5, 2, 3, generator=torch_gen)
