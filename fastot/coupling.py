@@ -711,6 +711,11 @@ def _check_options(opt: dict, method: str) -> None:
     gen = opt["generator"]
     if gen is not None and not isinstance(gen, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(gen).__name__}")
+    if gen is not None and torch.compiler.is_compiling():
+        raise ValueError(
+            "generator: torch.compile cannot take a torch.Generator into a graph; leave it out under "
+            "compile (the global RNG draws) or call couple in eager mode"
+        )
     mode = opt["mode"]
     if not isinstance(mode, str) or mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")

@@ -186,6 +186,19 @@ def test_couple_knn_and_bomb_under_compile(torch_gen, method):
     assert cnt.frame_count <= 2
 
 
+def test_couple_generator_under_compile_is_a_clear_error(torch_gen):
+    x0 = torch.randn(6, 2, generator=torch_gen, dtype=torch.float64)
+
+    def step(x0, x1, g):
+        return fastot.couple(x0, x1, method="sinkhorn", generator=g)
+
+    try:
+        with pytest.raises((ValueError, torch._dynamo.exc.Unsupported), match="Generator into a graph"):
+            torch.compile(step, backend="aot_eager", fullgraph=True)(x0, x0 + 1, torch.Generator())
+    finally:
+        torch._dynamo.reset()
+
+
 def test_couple_zero_graph_breaks(torch_gen):
     x0 = torch.randn(5, 2, 3, generator=torch_gen)
     x1 = torch.randn(5, 2, 3, generator=torch_gen)
