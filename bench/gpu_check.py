@@ -591,9 +591,9 @@ def run_assignment_timing(torch, fastot, dev, report: Report, smoke: bool, quick
     if smoke:
         cases = [(1, 24, 5), (3, 12, 70), (1, 66, 5)]  # (B, n, d); n = 66 crosses the chunk of 64
         target_s, max_reps, scipy_work, tla_max_n = 0.05, 3, math.inf, 10**9
-        tune_case = (1, 24, 5)
+        tune_cases = {(1, 24, 5): "large", (3, 12, 70): "small"}
     else:
-        tune_case = (1, 4096, 64)
+        tune_cases = {(1, 4096, 64): "large", (64, 64, 64): "small"}
         # B x n in {1x1024, 1x4096, 1x8192, 64x64, 256x256, 16x1024}, d in {64, 3072}
         sizes = [(1, 4096), (256, 256), (1, 1024), (64, 64), (16, 1024), (1, 8192)]
         cases = [(B, n, d) for B, n in sizes for d in (64, 3072)]
@@ -726,9 +726,9 @@ def run_assignment_timing(torch, fastot, dev, report: Report, smoke: bool, quick
             finally:
                 if dev.type == "cuda":
                     torch.cuda.synchronize()
-        if (B, n, d) == tune_case:
+        if (B, n, d) in tune_cases:
             rows += _tune_solve_lsa(torch, tas, dev, report, case, C, C_cpu, best, scale, smoke, target_s,
-                                    max_reps, deadline)  # fmt: skip
+                                    max_reps, deadline, tune_cases[(B, n, d)])  # fmt: skip
         ref = next((r for r in rows if r.provider == LSA_DEVICE and r.status == OK), None)
         for r in rows:
             if ref is not None and r.ms_per_iter is not None:
@@ -850,17 +850,22 @@ def cost_lines(report: Report) -> list[str]:
 
 
 def _tune_solve_lsa(
-    torch, tas, dev, report, case, C, C_cpu, best, scale, smoke, target_s, max_reps, deadline
+    torch, tas, dev, report, case, C, C_cpu, best, scale, smoke, target_s, max_reps, deadline, regime
 ):
-    """The two knobs of the single-problem regime, timed on one case so the defaults can be chosen by
-    measurement: warps per program (the Dijkstra step's reductions span them) and the number of
-    Sinkhorn sweeps of the warm start (whole-GPU passes traded against single-program steps)."""
+    """The solver's knobs, timed on one case per regime so the defaults can be chosen by measurement.
+    ``"large"`` (one big problem): warps per program (the Dijkstra step's reductions span them) and the
+    number of Sinkhorn sweeps of the warm start (whole-GPU passes traded against single-program steps).
+    ``"small"`` (many small problems): the warm start, column reduction (the default below
+    ``_ENTROPIC_MIN_N`` rows: few launches) against the entropic sweeps (fewer steps, ~70 launches)."""
     rows = []
-    warps = (1, 2) if smoke else (4, 8, 16, 32)
-    sweeps = (4, 8) if smoke else (16, 32, 64, 128)
-    knobs = [(f"warps={w}", {"num_warps": w}) for w in warps] + [
-        (f"sweeps={k}", {"sweeps": k}) for k in sweeps
-    ]
+    if regime == "small":
+        knobs = [(f"warm_start={k}", {"warm_start": k}) for k in ("columns", "entropic")]
+    else:
+        warps = (1, 2) if smoke else (4, 8, 16, 32)
+        sweeps = (4, 8) if smoke else (16, 32, 64, 128)
+        knobs = [(f"warps={w}", {"num_warps": w}) for w in warps] + [
+            (f"entropic sweeps={k}", {"sweeps": k, "warm_start": "entropic"}) for k in sweeps
+        ]
     for label, kw in knobs:
         name = f"tune solve_lsa {label}"
         if time.monotonic() > deadline:

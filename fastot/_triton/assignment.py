@@ -379,6 +379,14 @@ _EPS0 = 0.25
 _SWEEPS = ((2048, 64, 5e-5), (512, 32, 1e-4), (0, 4, 6.75e-3))  # small n: the CPU kernel's 4 sweeps
 
 
+# Below this many rows "auto" starts from column reduction alone. The entropic start is about 70 small
+# torch/Triton launches (~0.3 ms of launch overhead on a GPU, whatever the batch); below n = 256 it saves
+# fewer Dijkstra steps than that costs (bench/assignment_model's kernel model, d = 64: n = 64, 280 -> 90
+# steps; n = 128, 790 -> 220; n = 256, 3.3k -> 1.1k), steps of a one-warp program taking a fraction of
+# a microsecond. Unmeasured on a GPU: bench/gpu_check.py times both starts at B = 64, n = 64.
+_ENTROPIC_MIN_N = 256
+
+
 def _sweep_schedule(n: int, sweeps: int | None = None) -> tuple[int, float]:
     """(number of sweeps, temperature decay per sweep) for problems with n rows; ``sweeps`` overrides
     the count (same final temperature)."""
@@ -451,14 +459,15 @@ def warm_start_state(
 
     ``"columns"``: column reduction (``v_j = min_i C_ij``); ``"entropic"``: potentials from a few
     Sinkhorn sweeps (shifted or high-dimensional clouds, where column reduction leaves most rows free);
-    ``"auto"``/``True``: per problem, whichever leaves fewer rows free. Then every row takes its
+    ``"auto"``/``True``: per problem, whichever leaves fewer rows free (column reduction alone below
+    ``_ENTROPIC_MIN_N`` rows, where the sweeps' launches cost more than they save). Then every row takes its
     cheapest column (:func:`_rows_take_best`). The optimum never depends on the choice. ``sweeps``
     overrides the number of Sinkhorn sweeps (default: by size, see ``_SWEEPS``).
     """
     dtype = C.dtype if dtype is None else dtype
     colmin = C.amin(1).to(dtype)
     v_cols = torch.where(torch.isfinite(colmin), colmin, 0.0)
-    if kind == "columns":
+    if kind == "columns" or (kind in (True, "auto") and C.shape[1] < _ENTROPIC_MIN_N):
         return v_cols, _rows_take_best(C, v_cols)[0]
     v_ent = _entropic_potentials(C, sweeps=sweeps).to(dtype)
     if kind == "entropic":
