@@ -17,8 +17,9 @@ the column block), then picks the unscanned column of least label, preferring an
 tie (the path ends there). The labels of the scanned columns then update ``v``, and the path flips.
 Warm start (square problems; torch ops over the whole batch, so on a GPU this part uses every SM):
 column potentials from column reduction (``v_j = min_i C_ij``) or from log-domain Sinkhorn sweeps
-at a decreasing temperature (fastot's fused ``lse_dense`` kernel on CUDA), per problem whichever
-leaves fewer rows free after every row takes its cheapest column under ``v`` (a column wanted twice
+at a decreasing temperature (fastot's fused ``lse_dense`` kernel on CUDA; from 256 rows, below which
+their launches cost more than they save), per problem whichever leaves fewer rows free after every
+row takes its cheapest column under ``v`` (a column wanted twice
 goes to the lower row). Any finite ``v`` is a valid start, so the optimum never depends on it; it
 only decides how many augmenting paths the single program must search. Counted with a NumPy
 emulation of this kernel on float64 costs of N(0, I) clouds (``stats`` reports the same counts):
