@@ -370,8 +370,8 @@ def _entropic(a, b, c0, c1, kind, w, hard, method, opt, ratio, compiling) -> Cou
     else:
         C = fused_cost(a, b, c0, c1, cw, ck, center=center)  # (n0, n1)
         scale = _cost_scale(C)
-        if hard:
-            C = C.masked_fill(c0[:, None] != c1[None, :], math.inf)
+        if hard:  # (in place: C is our own, detached)
+            C = C.masked_fill_(c0[:, None] != c1[None, :], math.inf)
     eps = opt["epsilon"] if opt["epsilon"] is not None else opt["epsilon_rel"] * scale
     reg_m = None
     mass = None
