@@ -398,6 +398,24 @@ def _coupling_worker(mode: str, n: int, iters: int, threads: int) -> None:
     )
 
 
+def _worker_row(row: dict[str, Any], args: list[str], out_mb: float, fill) -> dict[str, Any]:
+    """Runs ``python -m bench.coupling ARGS`` in a fresh process (its peak memory is its own) and fills
+    ``row`` from the JSON it prints last: ``fill(data)`` returns ``times_s`` (a list), ``peak_mb`` and
+    any other columns (it may raise ``ValueError`` to refuse the result)."""
+    cmd = [sys.executable, "-m", "bench.coupling", *args]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True, env=os.environ)
+        cols = fill(json.loads(res.stdout.strip().splitlines()[-1]))
+        stats = harness.Stats(cols.pop("times_s"))
+        row.update(stats.as_ms())
+        row.update(
+            status=harness.OK, reason="", runs=stats.runs, peak_over_nm=cols["peak_mb"] / out_mb, **cols
+        )
+    except (subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
+        row.update(status=harness.ERROR, reason=str(exc)[:200])
+    return row
+
+
 def run_coupling_memory_cases(config: Config) -> list[dict[str, Any]]:
     n = CSK_N_QUICK if config.quick else MEM_N
     out_mb = n * n * 4 / 2**20
@@ -414,29 +432,17 @@ def run_coupling_memory_cases(config: Config) -> list[dict[str, Any]]:
                 f'mode="{mode}"), {CSK_ITERS} fixed iterations (tol=None)'
             ),
         }
-        cmd = [sys.executable, "-m", "bench.coupling", "--coupling-worker", mode, str(n), str(CSK_ITERS)]
-        cmd.append(str(config.threads))
-        try:
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True, env=os.environ)
-            data = json.loads(res.stdout.strip().splitlines()[-1])
+        args = ["--coupling-worker", mode, str(n), str(CSK_ITERS), str(config.threads)]
+
+        def fill(data: dict[str, Any]) -> dict[str, Any]:
             if not data["rel_err"] < 1e-6:
                 raise ValueError(
                     f"potentials differ from the dense path's by {data['rel_err']:.1e} (small n)"
                 )
-            stats = harness.Stats([data["total_s"]])
-            row.update(stats.as_ms())
-            row.update(
-                status=harness.OK,
-                reason="",
-                runs=stats.runs,
-                per_iter_ms=1e3 * data["per_iter_s"],
-                peak_mb=data["peak_mb"],
-                peak_over_nm=data["peak_mb"] / out_mb,
-                rel_err=data["rel_err"],
-            )
-        except (subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
-            row.update(status=harness.ERROR, reason=str(exc)[:200])
-        rows.append(row)
+            return {"times_s": [data["total_s"]], "per_iter_ms": 1e3 * data["per_iter_s"],
+                    "peak_mb": data["peak_mb"], "rel_err": data["rel_err"]}  # fmt: skip
+
+        rows.append(_worker_row(row, args, out_mb, fill))
     harness.add_ratios(rows, BASELINE)
     return rows
 
@@ -457,24 +463,12 @@ def run_memory_cases(config: Config, meta: dict[str, Any]) -> list[dict[str, Any
             "provider": "fastot" if variant == "fused" else "two-matrix",
             "impl": impl,
         }
-        cmd = [sys.executable, "-m", "bench.coupling", "--mem-worker", variant, str(MEM_N), str(repeats)]
-        cmd.append(str(config.threads))
-        try:
-            res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True, env=os.environ)
-            data = json.loads(res.stdout.strip().splitlines()[-1])
-            stats = harness.Stats(data["times_s"])
-            row.update(stats.as_ms())
-            row.update(
-                status=harness.OK,
-                reason="",
-                runs=stats.runs,
-                peak_mb=data["peak_mb"],
-                peak_over_nm=data["peak_mb"] / out_mb,
-                rel_err=data["rel_err_small"],
-            )
-        except (subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
-            row.update(status=harness.ERROR, reason=str(exc)[:200])
-        rows.append(row)
+        args = ["--mem-worker", variant, str(MEM_N), str(repeats), str(config.threads)]
+
+        def fill(data: dict[str, Any]) -> dict[str, Any]:
+            return {"times_s": data["times_s"], "peak_mb": data["peak_mb"], "rel_err": data["rel_err_small"]}
+
+        rows.append(_worker_row(row, args, out_mb, fill))
     harness.add_ratios(rows, BASELINE)
     return rows
 
