@@ -294,6 +294,17 @@ def _proc_status() -> dict[str, int]:
     return out
 
 
+def _mem_instance(n: int):
+    """The conditional-cost instance: ``x (n, d)`` noise, ``y (n, d)`` data, ``y0``, ``y1`` ``(n, e)``
+    embeddings, float32 (d = MEM_D, e = MEM_E)."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, MEM_D, generator=g)
+    y = 0.5 * torch.randn(n, MEM_D, generator=g) + 1.0
+    return x, y, torch.randn(n, MEM_E, generator=g), torch.randn(n, MEM_E, generator=g)
+
+
 def _mem_worker(variant: str, n: int, repeats: int, threads: int) -> None:
     """Runs in a fresh process: times ``variant`` and reads its peak resident memory; prints JSON."""
     import torch
@@ -301,11 +312,7 @@ def _mem_worker(variant: str, n: int, repeats: int, threads: int) -> None:
     torch.set_num_threads(threads)
     import fastot
 
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, MEM_D, generator=g)
-    y = 0.5 * torch.randn(n, MEM_D, generator=g) + 1.0
-    y0 = torch.randn(n, MEM_E, generator=g)
-    y1 = torch.randn(n, MEM_E, generator=g)
+    x, y, y0, y1 = _mem_instance(n)
 
     def fused(x, y, y0, y1):
         return fastot.cost_matrix(x, y, y0, y1, cond_weight=MEM_W, cond_cost="cosine")
@@ -343,11 +350,7 @@ def _coupling_worker(mode: str, n: int, iters: int, threads: int) -> None:
     torch.set_num_threads(threads)
     import fastot
 
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, MEM_D, generator=g)
-    y = 0.5 * torch.randn(n, MEM_D, generator=g) + 1.0
-    y0 = torch.randn(n, MEM_E, generator=g)
-    y1 = torch.randn(n, MEM_E, generator=g)
+    x, y, y0, y1 = _mem_instance(n)
     opts = {"method": "sinkhorn", "cond_weight": MEM_W, "cond_cost": "cosine", "tol": None, "strict": False}
 
     def run(k: int, *tensors: Any, mode: str = mode) -> tuple[float, Any]:
