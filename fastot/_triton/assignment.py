@@ -231,6 +231,7 @@ def _lsa_chunked_kernel(
     M,
     stride_cb,
     BLOCK: tl.constexpr,
+    FUSED: tl.constexpr,
 ):
     # One problem C[b] (R x M, R <= M); column state in global scratch rows of length M, walked in
     # chunks of BLOCK. Vector loads and stores of a chunk use one layout (each lane touches what it
@@ -271,6 +272,8 @@ def _lsa_chunked_kernel(
             row = c_base + i * M
             best = zero + float("inf")
             kbest = 2 * M
+            ibest = -1  # FUSED: the row and potential of column kbest, carried by the reductions
+            vbest = zero
             for c0 in range(0, M, BLOCK):
                 offs = c0 + idx
                 cm = offs < M
@@ -284,11 +287,19 @@ def _lsa_chunked_kernel(
                 tl.store(d_base + offs, d, mask=cm)
                 tl.store(p_base + offs, tl.full([BLOCK], 0, tl.int32) + i, mask=cm & upd)
                 dm = tl.where(free_col, d, float("inf"))
-                cl = tl.reduce(dm, 0, _min_combine)
                 r4c = tl.load(r_base + offs, mask=cm, other=0)
-                key = tl.where((dm == cl) & cm, offs + tl.where(r4c < 0, 0, M), 2 * M)
-                kc = tl.reduce(key, 0, _min_combine)
-                kbest = tl.where(cl < best, kc, tl.where(cl == best, tl.minimum(kbest, kc), kbest))
+                if FUSED:  # one reduction carrying the column's row and potential (no loads after it)
+                    key = tl.where(cm, offs + tl.where(r4c < 0, 0, M), 2 * M)
+                    cl, kc, ic, vjc = tl.reduce((dm, key, r4c, vc), 0, _lex_min)
+                    take = (cl < best) | ((cl == best) & (kc < kbest))
+                    ibest = tl.where(take, ic, ibest)
+                    vbest = tl.where(take, vjc, vbest)
+                    kbest = tl.where(take, kc, kbest)
+                else:  # per-operand reductions (what the interpreter runs fast)
+                    cl = tl.reduce(dm, 0, _min_combine)
+                    key = tl.where((dm == cl) & cm, offs + tl.where(r4c < 0, 0, M), 2 * M)
+                    kc = tl.reduce(key, 0, _min_combine)
+                    kbest = tl.where(cl < best, kc, tl.where(cl == best, tl.minimum(kbest, kc), kbest))
                 best = tl.minimum(best, cl)
             lowest = best
             feasible = lowest < float("inf")
@@ -297,8 +308,12 @@ def _lsa_chunked_kernel(
             sink = tl.where(feasible, tl.where(kbest < M, j, -1), 0)
             scan = sink < 0
             tl.store(s_base + j, tl.full([], 1, tl.int8), mask=scan)
-            i_next = tl.load(r_base + j, mask=scan, other=-1)
-            vj = tl.load(v_base + j, mask=scan, other=0.0)
+            if FUSED:
+                i_next = tl.where(scan, ibest, -1)
+                vj = tl.where(scan, vbest, zero)
+            else:
+                i_next = tl.load(r_base + j, mask=scan, other=-1)
+                vj = tl.load(v_base + j, mask=scan, other=0.0)
             cij = tl.load(c_base + i_next * M + j, mask=scan & (i_next >= 0), other=0.0).to(dt)
             h = tl.where(feasible, cij - vj - lowest, zero)
             i = tl.maximum(i_next, 0)
@@ -592,7 +607,8 @@ def solve_lsa(
             col4row = full.scatter_(1, rows_of, col_ids)[:, :R].contiguous()
         launch[(B,)](
             C, col4row, v, dist, pred, row4col, scan, status, steps, R, M, C.stride(0),
-            BLOCK=chunk, num_warps=num_warps or (1 if interpret else _block_warps(chunk)),
+            BLOCK=chunk, FUSED=not interpret if fused_argmin is None else bool(fused_argmin),
+            num_warps=num_warps or (1 if interpret else _block_warps(chunk)),
         )  # fmt: skip
         # u_i = C_i,col4row[i] - v_col4row[i] (the chunked kernel keeps only v)
         cols = col4row.clamp_min(0)

@@ -168,16 +168,19 @@ def test_batched_equals_loop(torch_gen, cap):
         assert int(s1[0]) == int(status[b]) == 0
 
 
+@pytest.mark.parametrize("cap", CAPS)
 @pytest.mark.parametrize("fused", [False, True])
-def test_fused_and_separate_reductions_agree(torch_gen, fused):
-    # the GPU default picks each step's column with one 4-operand reduction; the interpreter runs
-    # such a reduction lane by lane in Python, so it is checked here on small problems only
-    C = torch.randint(0, 5, (2, 9, 9), generator=torch_gen).to(F64)  # ties
-    W = torch.rand(1, 5, 12, generator=torch_gen, dtype=F32)
-    for cost in (C, W):
-        out = _solve(cost, fused_argmin=fused, warm_start=False)
+def test_fused_and_separate_reductions_agree(torch_gen, fused, cap):
+    # the GPU default picks each step's column with one 4-operand reduction (per chunk in the chunked
+    # kernel, carrying the column's row and potential); the interpreter runs such a reduction lane by
+    # lane in Python, so it is checked here on small problems only (with cap 16: 2-3 chunks)
+    C = torch.randint(0, 5, (2, 9, 21), generator=torch_gen).to(F64)  # ties
+    W = torch.rand(1, 5, 40, generator=torch_gen, dtype=F32)
+    S = torch.rand(1, 24, 24, generator=torch_gen, dtype=F64)  # square: from the warm start
+    for cost, warm in ((C, False), (W, False), (S, True)):
+        out = _solve(cost, fused_argmin=fused, warm_start=warm, block_cap=cap)
         _check_batch(cost, *out)
-        ref = _solve(cost, fused_argmin=not fused, warm_start=False)
+        ref = _solve(cost, fused_argmin=not fused, warm_start=warm, block_cap=cap)
         torch.testing.assert_close(out[0], ref[0], rtol=0, atol=0)  # same tie rules, same answer
 
 

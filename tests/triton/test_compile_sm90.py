@@ -132,9 +132,10 @@ assignment_cases = [
     ("block", F64, BW(CAP), {"BLOCK_M": CAP, "INIT": True, "FUSED": True}),
     ("block", F32, BW(CAP), {"BLOCK_M": CAP, "INIT": True, "FUSED": False}),
     ("block", F64, BW(1024), {"BLOCK_M": 1024, "INIT": True, "FUSED": True, "C_F32": True}),
-    ("chunked", F32, 8, {"BLOCK": assignment._CHUNK}),
-    ("chunked", F64, 8, {"BLOCK": assignment._CHUNK}),
-    ("chunked", F64, 8, {"BLOCK": assignment._CHUNK, "C_F32": True}),
+    ("chunked", F32, 8, {"BLOCK": assignment._CHUNK, "FUSED": True}),
+    ("chunked", F64, 8, {"BLOCK": assignment._CHUNK, "FUSED": True}),
+    ("chunked", F64, 8, {"BLOCK": assignment._CHUNK, "FUSED": True, "C_F32": True}),
+    ("chunked", F64, 8, {"BLOCK": assignment._CHUNK, "FUSED": False}),
 ]
 cases += [("assignment " + name, dtype, warps, c) for name, dtype, warps, c in assignment_cases]
 def cost_consts(prec, d, labels):
@@ -172,7 +173,7 @@ def test_kernels_compile_for_sm90():
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(results) >= 29, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert len(results) >= 30, proc.stdout[-3000:] + proc.stderr[-3000:]
     failed = [r for r in results if not r["ok"]]
     assert not failed, "\n".join(f"{r['case']}: {r['error']}" for r in failed)
     spilled = [r for r in results if r["stack"] is not None and r["stack"] > MAX_STACK]
