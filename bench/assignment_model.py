@@ -36,14 +36,19 @@ from fastot._triton.assignment import _rows_take_best, warm_start_state
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "assignment_model.csv")
 
 
+def _state(n: int, v: np.ndarray, row4col: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Own copies of the start (float64 ``v``, int64 ``row4col``) and the implied ``col4row (n,)``."""
+    row4col = row4col.astype(np.int64)  # (a copy)
+    col4row = np.full(n, -1, np.int64)
+    col4row[row4col[row4col >= 0]] = np.flatnonzero(row4col >= 0)
+    return v.astype(np.float64), row4col, col4row
+
+
 def dijkstra_steps(C: np.ndarray, v: np.ndarray, row4col: np.ndarray) -> tuple[int, np.ndarray]:
     """Augment every free row of the square ``C (n, n)`` from column potentials ``v`` and owners
     ``row4col`` (``-1``: free) as the block kernel does; returns (steps, final row4col)."""
     n, m = C.shape
-    v = v.astype(np.float64).copy()
-    row4col = row4col.astype(np.int64).copy()
-    col4row = np.full(n, -1, np.int64)
-    col4row[row4col[row4col >= 0]] = np.flatnonzero(row4col >= 0)
+    v, row4col, col4row = _state(n, v, row4col)
     steps = 0
     for f in np.flatnonzero(col4row < 0):
         dist = np.full(m, np.inf)
@@ -81,10 +86,7 @@ def multi_source_steps(C: np.ndarray, v: np.ndarray, row4col: np.ndarray) -> int
     reduced cost over them) and augments the path to the nearest free column. Returns the steps (one
     row relaxed per step, the initial relaxation of each free row counted as one)."""
     n, m = C.shape
-    v = v.astype(np.float64).copy()
-    row4col = row4col.astype(np.int64).copy()
-    col4row = np.full(n, -1, np.int64)
-    col4row[row4col[row4col >= 0]] = np.flatnonzero(row4col >= 0)
+    v, row4col, col4row = _state(n, v, row4col)
     steps = 0
     while (col4row < 0).any():
         free = np.flatnonzero(col4row < 0)

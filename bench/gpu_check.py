@@ -264,15 +264,6 @@ def run_checks(torch, sm, fastot, dev, report: Report, smoke: bool, quick: bool)
         status = OK if err <= tol else FAIL
         report.add(Row("check", case, provider, status, max_err=err, tol=tol, detail=detail))
 
-    def guarded(case, provider, fn):
-        try:
-            fn()
-        except Exception as exc:
-            report.error("check", case, provider, exc)
-        finally:
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-
     # ---- lse_dense
     dense_cases = [(dt, tr, small) for dt in (f32, f64, torch.bfloat16) for tr in (False, True)]
     dense_cases += [(f32, tr, big) for tr in (False, True)]
@@ -299,7 +290,7 @@ def run_checks(torch, sm, fastot, dev, report: Report, smoke: bool, quick: bool)
             mag = float(4 * s.max() + h[torch.isfinite(h)].abs().max())
             judge(case, "fastot lse_dense", out, ref, (1e-11 if dtype == f64 else 1e-5) * (1 + mag), naive)
 
-        guarded(case, "fastot lse_dense", dense_check)
+        _guarded_check(torch, dev, report, case, "fastot lse_dense", dense_check)
 
     # ---- lse_sqeuclidean (cols = the same kernel with x and y swapped)
     sq_cases = [(f32, "ieee", d, small) for d in (1, 64, 200)]
@@ -332,7 +323,7 @@ def run_checks(torch, sm, fastot, dev, report: Report, smoke: bool, quick: bool)
                 unit = {"ieee": 2e-6, "tf32x3": 4e-6, "tf32": 4e-3}[prec] if dtype != f64 else 1e-12
                 judge(case, f"fastot lse_sqeuclidean {prec}", out, ref, unit * (1 + mag), naive)
 
-            guarded(case, f"fastot lse_sqeuclidean {prec}", sq_check)
+            _guarded_check(torch, dev, report, case, f"fastot lse_sqeuclidean {prec}", sq_check)
 
     # ---- apply_sqeuclidean (P @ v; P^T @ u is the same kernel with the roles swapped)
     ap_cases = [(f32, 3, 70, small), (f32, 200, 1, small), (f64, 3, 5, small), (f32, 64, 1, big)]
@@ -353,7 +344,7 @@ def run_checks(torch, sm, fastot, dev, report: Report, smoke: bool, quick: bool)
             unit = 1e-11 if dtype == f64 else 1e-5
             judge(case, "fastot apply_sqeuclidean", out, ref, unit * float(ref.abs().max()))
 
-        guarded(case, "fastot apply_sqeuclidean", ap_check)
+        _guarded_check(torch, dev, report, case, "fastot apply_sqeuclidean", ap_check)
 
     # ---- the public Sinkhorn on device tensors (through the ops) vs the float64 CPU solve
     sk_shape = (2, 23, 19, 3) if smoke else (2, 300, 257, 16)
@@ -380,7 +371,7 @@ def run_checks(torch, sm, fastot, dev, report: Report, smoke: bool, quick: bool)
             detail = f"potentials err/eps; value rel err {verr:.2g}; vs float64 CPU solve"
             report.add(Row("check", case, "fastot.sinkhorn", status, max_err=err, tol=tol, detail=detail))
 
-        guarded(case, "fastot.sinkhorn", sk_check)
+        _guarded_check(torch, dev, report, case, "fastot.sinkhorn", sk_check)
 
     # ---- exact assignment on device tensors vs scipy's optimal cost
     lsa_cases = [((300, 400), False), ((400, 300), True), ((4, 50, 60), False)]
@@ -431,7 +422,7 @@ def run_checks(torch, sm, fastot, dev, report: Report, smoke: bool, quick: bool)
                 )
             )
 
-        guarded(case, "fastot.linear_sum_assignment", lsa_check)
+        _guarded_check(torch, dev, report, case, "fastot.linear_sum_assignment", lsa_check)
 
     run_assignment_checks(torch, fastot, dev, report, smoke, quick)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -368,18 +370,23 @@ def _triton_cost_applies(x: torch.Tensor, y: torch.Tensor, w: Any) -> bool:
     wants_grad = x.requires_grad or y.requires_grad or (isinstance(w, torch.Tensor) and w.requires_grad)
     if torch.is_grad_enabled() and wants_grad:
         return False
+    return _triton_cost_launcher() is not None
+
+
+@functools.cache
+def _triton_cost_launcher() -> Callable[..., torch.Tensor] | None:
+    """:func:`fastot._triton.cost.sqeuclidean_cost`, or ``None`` when Triton cannot be imported."""
     try:
-        import triton  # noqa: F401
+        from ._triton.cost import sqeuclidean_cost
     except ImportError:
-        return False
-    return True
+        return None
+    return sqeuclidean_cost
 
 
 def _triton_cost(x, y, y0, y1, w, clamp: bool) -> torch.Tensor:
     """``(..., n, d), (..., m, d)`` (labels ``(..., n)``, ``(..., m)`` or ``None``) -> ``(..., n, m)`` by
     :func:`fastot._triton.cost.sqeuclidean_cost` over the broadcast batch."""
-    from ._triton.cost import sqeuclidean_cost
-
+    sqeuclidean_cost = _triton_cost_launcher()
     batch = torch.broadcast_shapes(
         x.shape[:-2], y.shape[:-2], *(() if y0 is None else (y0.shape[:-1], y1.shape[:-1]))
     )

@@ -494,13 +494,18 @@ class _ClassBlocks:
     pos1: torch.Tensor
 
 
+def _class_ids(y0: torch.Tensor, y1: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Each sample's class as an index into the ``K`` labels present in ``y0`` or ``y1``:
+    ``(cls0 (n0,), cls1 (n1,), K)``."""
+    labels, inv = torch.unique(torch.cat([y0, y1]), return_inverse=True)
+    return inv[: y0.shape[0]], inv[y0.shape[0] :], labels.shape[0]
+
+
 def _class_blocks(y0: torch.Tensor, y1: torch.Tensor, square: bool) -> _ClassBlocks:
     """Gathers the labels' classes into padded blocks (eager: shapes depend on the labels). ``square``:
     ``L0 = L1`` = the largest class count on either side; else ``L0``, ``L1`` the largest per side."""
     dev = y0.device
-    labels, inv = torch.unique(torch.cat([y0, y1]), return_inverse=True)
-    cls0, cls1 = inv[: y0.shape[0]], inv[y0.shape[0] :]
-    K = labels.shape[0]
+    cls0, cls1, K = _class_ids(y0, y1)
 
     def blocks(cls):
         counts = torch.bincount(cls, minlength=K)
@@ -637,10 +642,8 @@ class _ClassBlockGeometry(Geometry):
 
 def _class_shares_differ(y0: torch.Tensor, y1: torch.Tensor) -> bool:
     """Whether some class has a different share of ``y0 (n0,)`` than of ``y1 (n1,)`` (eager)."""
-    _, inv = torch.unique(torch.cat([y0, y1]), return_inverse=True)
-    k = int(inv.max()) + 1 if inv.numel() else 0
-    c0 = torch.bincount(inv[: y0.shape[0]], minlength=k)
-    c1 = torch.bincount(inv[y0.shape[0] :], minlength=k)
+    cls0, cls1, k = _class_ids(y0, y1)
+    c0, c1 = torch.bincount(cls0, minlength=k), torch.bincount(cls1, minlength=k)
     return bool((c0 * y1.shape[0] != c1 * y0.shape[0]).any())
 
 

@@ -153,7 +153,8 @@ def sqeuclidean_cost(
     Args:
         x: ``(B, n, d)``, y: ``(B, m, d)`` points (float16/bfloat16/float32/float64, any strides).
         l0, l1: optional labels ``(B, n)``, ``(B, m)`` (integer or bool), given together.
-        cond_weight: ``w >= 0`` (a number, a 0-d or ``(B,)`` tensor; ``inf`` forbids pairs of
+        cond_weight: ``w >= 0`` (a number, a 0-d or ``(B,)`` tensor, whose values are not read here:
+            no host synchronisation; ``inf`` forbids pairs of
             different labels). Ignored without labels.
         clamp: clamp the squared distances at 0 (the matrix-product formula's cancellation can leave
             tiny negative entries).
@@ -185,9 +186,9 @@ def sqeuclidean_cost(
             if cond_weight.dim() > 1 or (cond_weight.dim() == 1 and cond_weight.shape[0] not in (1, B)):
                 shape = tuple(cond_weight.shape)
                 raise ValueError(f"cond_weight must be a number or have shape ({B},), got {shape}")
+        elif not cond_weight >= 0:  # a number; a tensor's values are the caller's to check (no host sync)
+            raise ValueError(f"cond_weight must be >= 0, got {cond_weight!r}")
         w = torch.as_tensor(cond_weight, dtype=acc, device=dev).reshape(-1).expand(B).contiguous()
-        if not torch.compiler.is_compiling() and not bool((w >= 0).all()):
-            raise ValueError("cond_weight must be >= 0")
     else:
         l0 = l1 = w = torch.zeros(1, dtype=torch.int64, device=dev)
     xn, yn = softmin._sq_norms(x, x2, "x2", acc), softmin._sq_norms(y, y2, "y2", acc)
